@@ -1,0 +1,29 @@
+"""bnlint: find and fix BatchNorm mistakes in PyTorch models.
+
+The public API is ``check``, ``Finding`` and ``Report``. Importing bnlint does not import
+torch; the functions that need it load it on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bnlint.findings import Finding, ModelResult, Report
+
+__version__ = "0.1.0"
+__all__ = ["Finding", "ModelResult", "Report", "check", "__version__"]
+
+_LAZY = {"check": "bnlint.engine"}
+
+if TYPE_CHECKING:
+    from bnlint.engine import check
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'bnlint' has no attribute {name!r}")

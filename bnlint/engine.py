@@ -1,0 +1,93 @@
+"""Model -> findings: trace it, run the enabled graph rules on every traced piece, place each
+finding at the user's source line and drop the ones suppressed there."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from torch import nn
+
+from bnlint import config, source
+from bnlint.findings import Finding, Hit, ModelResult, Report
+from bnlint.rules import GRAPH, RULES, enabled_codes
+from bnlint.trace import Unit, trace_model
+
+
+def display_path(path: str | None) -> str | None:
+    """Paths below the working directory are shown relative to it, as other linters do."""
+    if path is None:
+        return None
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if relative.startswith("..") else relative
+
+
+def _locate(unit: Unit, hit: Hit) -> source.Site | None:
+    node = hit.anchor
+    if node.op == "call_module":
+        return source.construction_site(unit.module, node.target)
+    name = getattr(node.target, "__name__", str(node.target))
+    return source.call_site(node.stack_trace, name.rstrip("_"))
+
+
+def analyse(model: nn.Module, model_name: str, codes: Iterable[str]) -> tuple[list[Finding], ModelResult]:
+    """Findings for one model (unmerged, one per offending node) and what tracing achieved."""
+    rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == GRAPH]
+    traced = trace_model(model)
+    findings = []
+    for unit in traced.units:
+        for rule in rules:
+            for hit in rule.implementation().check(unit.gm, unit.prefix):
+                site = _locate(unit, hit)
+                if site and config.is_suppressed(hit.code, site.path, site.line, site.end_line):
+                    continue
+                findings.append(Finding(
+                    code=hit.code,
+                    severity=rule.severity,
+                    message=hit.message,
+                    model=model_name,
+                    module=hit.module,
+                    related=hit.related,
+                    path=display_path(site.path) if site else None,
+                    line=site.line if site else None,
+                    col=site.col if site else None,
+                    fix=hit.fix,
+                ))
+    result = ModelResult(
+        spec=model_name,
+        status="ok",
+        trace=traced.mode,
+        opaque=sorted(traced.opaque),
+        reason="; ".join(f"{name or '<model>'}: {why}" for name, why in sorted(traced.opaque.items()))
+        or None,
+    )
+    return findings, result
+
+
+def merge(findings: Iterable[Finding]) -> list[Finding]:
+    """One finding per rule and source position: a line that builds eight layers (a block
+    used eight times, or by several models) is one problem in the user's code, not eight."""
+    groups: dict[tuple, list[Finding]] = {}
+    for f in findings:
+        key = (f.code, f.path, f.line, f.col) if f.path else (f.code, f.model, f.module, f.message)
+        groups.setdefault(key, []).append(f)
+    merged = []
+    for group in groups.values():
+        first = group[0]
+        others = list(dict.fromkeys(f.module or f.model for f in group[1:]))
+        if others:
+            shown = ", ".join(f"`{o}`" for o in others[:3])
+            more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+            first = Finding(**{**first.__dict__, "message":
+                               f"{first.message} The same line also built {shown}{more}."})
+        merged.append(first)
+    return sorted(merged, key=lambda f: (f.path or "", f.line or 0, f.col or 0, f.code))
+
+
+def check(model: nn.Module, *, select=None, ignore=None, name: str | None = None) -> Report:
+    """Lint one model object. Nothing about it changes: it is traced, never run."""
+    findings, result = analyse(model, name or type(model).__name__, enabled_codes(select, ignore))
+    return Report(findings=merge(findings), models=[result])

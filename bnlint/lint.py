@@ -1,0 +1,68 @@
+"""Specs -> Report: load the models and scripts the user named, run the enabled rules.
+
+torch is imported only when there is a model to analyse, so a run over files that define no
+model (the common pre-commit case) stays fast.
+"""
+
+from __future__ import annotations
+
+import ast
+import traceback
+from collections.abc import Iterable
+from pathlib import Path
+
+from bnlint import config
+from bnlint.findings import Finding, ModelResult, Report
+from bnlint.load import LoadError, build, load
+from bnlint.rules import RULES, SCRIPT, enabled_codes
+
+
+def check_scripts(files: Iterable[Path], codes: set[str]) -> list[Finding]:
+    """Run the enabled script rules (static: the files are parsed, never run)."""
+    rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == SCRIPT]
+    findings: list[Finding] = []
+    if not rules:
+        return findings
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+            tree = ast.parse(text, filename=str(path))
+        except (OSError, UnicodeDecodeError, SyntaxError):
+            continue  # the loader reports unreadable files
+        for rule in rules:
+            for finding in rule.implementation().check(path, text, tree):
+                if not config.is_suppressed(finding.code, str(path), finding.line, finding.line):
+                    findings.append(finding)
+    return findings
+
+
+def lint_specs(specs: Iterable[str], *, select=None, ignore=None, exclude=()) -> Report:
+    codes = enabled_codes(select, ignore)
+    loaded = load(specs, exclude)
+    results: list[ModelResult] = list(loaded.results)
+    findings = check_scripts(dict.fromkeys(loaded.files), codes)
+    if loaded.candidates:
+        from bnlint.engine import analyse, merge
+
+        model_findings: list[Finding] = []
+        used: set[type] = set()
+        for candidate in loaded.candidates:
+            try:
+                model = build(candidate)
+            except LoadError as exc:
+                results.append(ModelResult(candidate.spec, "error", str(exc), detail=exc.detail))
+                continue
+            try:
+                found, result = analyse(model, candidate.spec, codes)
+            except Exception as exc:  # noqa: BLE001 - one model must not end the whole run
+                results.append(ModelResult(
+                    candidate.spec, "error", f"internal error while analysing: {exc!r}",
+                    detail=traceback.format_exc()))
+                continue
+            model_findings += found
+            results.append(result)
+            used.update(type(m) for m in model.modules())
+        findings += merge(model_findings)
+    results += [r for cls, r in loaded.needs_arguments.items() if cls not in used]
+    findings.sort(key=lambda f: (f.path or "", f.line or 0, f.col or 0, f.code))
+    return Report(findings=findings, models=results)

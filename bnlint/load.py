@@ -1,0 +1,404 @@
+"""Specs -> models, and what was skipped, and why.
+
+A spec is one of
+  ``path/to/file.py`` or a folder of them: the models the file defines (see ``find_models``);
+  ``path/to/file.py:EXPR``: EXPR evaluated in that file's namespace;
+  ``package.module:EXPR``: EXPR evaluated in an importable module's namespace.
+
+Importing a file runs its top level, so a plain file is imported only when its top level
+just defines things (see ``runs_code_on_import``); a script that would start work when imported
+is left alone and said so. torch is imported only when a file that mentions it is imported.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bnlint.config import DEFAULT_EXCLUDE
+from bnlint.findings import ModelResult
+
+# Calls a module may make at its top level without counting as "doing work".
+HARMLESS_TOP_LEVEL_CALLS = (
+    "torch.manual_seed", "random.seed", "np.random.seed", "numpy.random.seed",
+    "torch.set_", "torch.backends.", "warnings.", "logging.", "sys.path.", "os.environ",
+    "register", "__all__",
+)
+# Without one of these words a file cannot define a torch model, so it is not imported.
+MODEL_HINTS = ("torch", "nn.", "Module")
+
+
+@dataclass
+class Candidate:
+    """A model that can be built: ``build()`` constructs it (recording construction sites)."""
+
+    spec: str
+    build: Callable[[], object]
+
+
+@dataclass
+class Loaded:
+    candidates: list[Candidate] = field(default_factory=list)
+    results: list[ModelResult] = field(default_factory=list)  # skipped and failed specs
+    files: list[Path] = field(default_factory=list)  # every Python file named, for script rules
+    # classes skipped for needing arguments; dropped from the report when a model uses them
+    needs_arguments: dict[type, ModelResult] = field(default_factory=dict)
+
+
+class LoadError(Exception):
+    """A spec that cannot be loaded: one line for the user, the traceback for --verbose."""
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail
+
+
+# --- finding files -----------------------------------------------------------------------------
+
+def python_files(path: Path, exclude: Iterable[str] = ()) -> Iterator[Path]:
+    """``path`` itself, or the .py files below it, skipping virtualenvs, build output, hidden
+    folders and anything matching ``exclude`` (names or globs)."""
+    patterns = [*DEFAULT_EXCLUDE, *exclude]
+
+    def excluded(p: Path) -> bool:
+        return any(fnmatch.fnmatch(p.name, pat) or fnmatch.fnmatch(p.as_posix(), pat)
+                   for pat in patterns)
+
+    if path.is_file():
+        yield path
+        return
+    for root, dirs, files in os.walk(path):
+        root_path = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not excluded(root_path / d)
+                         and not (root_path / d / "pyvenv.cfg").exists())
+        for name in sorted(files):
+            candidate = root_path / name
+            if name.endswith(".py") and not excluded(candidate):
+                yield candidate
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """``"models.py:Net(3)"`` -> ``("models.py", "Net(3)")``; a plain path -> ``(path, None)``."""
+    if ":" not in spec or Path(spec).exists():
+        return spec, None
+    target, _, expr = spec.partition(":")
+    return target, expr.strip() or None
+
+
+# --- the import-safety rule --------------------------------------------------------------------
+
+def _dotted(node: ast.AST) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    if isinstance(node, ast.Call):
+        return _dotted(node.func)
+    return ""
+
+
+def _is_main_guard(stmt: ast.stmt) -> bool:
+    test = stmt.test if isinstance(stmt, ast.If) else None
+    return (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name)
+            and test.left.id == "__name__")
+
+
+def runs_code_on_import(tree: ast.Module) -> ast.stmt | None:
+    """The first top-level statement that does work when the file is imported, if any.
+
+    Allowed: imports, definitions, assignments, docstrings, ``if __name__ == "__main__":``,
+    ``if``/``try`` blocks made only of those (optional imports), and a few set-up calls
+    (seeding, warnings, logging, sys.path). Anything else — a loop, a ``with`` block, a bare
+    call like ``main()`` or ``train(model)`` — marks the file as a script.
+    """
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef,
+                             ast.ClassDef, ast.Assign, ast.AnnAssign, ast.AugAssign, ast.Pass)):
+            continue
+        if isinstance(stmt, ast.Expr):
+            if isinstance(stmt.value, ast.Constant):
+                continue
+            if isinstance(stmt.value, ast.Call) and _dotted(stmt.value).startswith(
+                    HARMLESS_TOP_LEVEL_CALLS):
+                continue
+            return stmt
+        if isinstance(stmt, ast.If):
+            if _is_main_guard(stmt):
+                continue
+            inner = runs_code_on_import(ast.Module(body=stmt.body + stmt.orelse, type_ignores=[]))
+            if inner is None:
+                continue
+            return inner
+        if isinstance(stmt, ast.Try):
+            blocks = stmt.body + stmt.orelse + stmt.finalbody
+            blocks += [s for h in stmt.handlers for s in h.body]
+            inner = runs_code_on_import(ast.Module(body=blocks, type_ignores=[]))
+            if inner is None:
+                continue
+            return inner
+        return stmt
+    return None
+
+
+# --- importing ---------------------------------------------------------------------------------
+
+@contextmanager
+def _on_sys_path(folder: Path):
+    entry = str(folder)
+    sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        try:
+            sys.path.remove(entry)
+        except ValueError:
+            pass
+
+
+def _import_file(path: Path):
+    """Import a file as a module (``__name__`` is not ``"__main__"``), with its folder on
+    sys.path so its sibling imports work; files inside a package import as part of it."""
+    from bnlint.source import recording
+
+    path = path.resolve()
+    package_parts = [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").exists():
+        package_parts.insert(0, folder.name)
+        folder = folder.parent
+    with _on_sys_path(folder), _on_sys_path(path.parent), recording():
+        if len(package_parts) > 1:
+            return importlib.import_module(".".join(package_parts))
+        name = f"bnlint_user_{abs(hash(str(path))):x}_{path.stem}"
+        if name in sys.modules:
+            return sys.modules[name]
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+        return module
+
+
+def _failure(spec: str, what: str, exc: BaseException) -> LoadError:
+    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    return LoadError(f"{what}: {last}", detail)
+
+
+# --- finding models in a namespace -----------------------------------------------------------
+
+def _module_class():
+    torch = sys.modules.get("torch")
+    return torch.nn.Module if torch is not None else None
+
+
+def _required_parameters(cls) -> list[str]:
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in signature.parameters.values()
+            if p.default is inspect.Parameter.empty
+            and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+
+
+def _returns_model(func: ast.FunctionDef, namespace: dict, module_cls) -> bool:
+    def is_model_class(expr: ast.AST) -> bool:
+        obj = namespace
+        for part in _dotted(expr).split("."):
+            obj = obj.get(part) if isinstance(obj, dict) else getattr(obj, part, None)
+            if obj is None:
+                return False
+        return isinstance(obj, type) and issubclass(obj, module_cls)
+
+    if func.returns is not None and is_model_class(func.returns):
+        return True
+    return any(isinstance(node, ast.Return) and isinstance(node.value, ast.Call)
+               and is_model_class(node.value.func) for node in ast.walk(func))
+
+
+def find_models(tree: ast.Module, namespace: dict, module_name: str, label: str,
+                loaded: Loaded) -> None:
+    """The models a plain file offers, in source order:
+
+    * module-level instances (``model = Net()``);
+    * zero-argument functions that visibly return a model (``def resnet18(): return ResNet(...)``);
+    * ``nn.Module`` subclasses defined in the file that construct with no arguments, unless an
+      instance or factory above already builds that class. Classes that need arguments are
+      reported as skipped, with the ``file.py:EXPR`` form that includes them.
+    """
+    module_cls = _module_class()
+    if module_cls is None:
+        return
+    covered: set[type] = set()
+    for stmt in tree.body:
+        names = []
+        if isinstance(stmt, ast.Assign):
+            names = [t.id for t in stmt.targets if isinstance(t, ast.Name)]
+        elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+            names = [stmt.target.id]
+        for name in names:
+            obj = namespace.get(name)
+            if isinstance(obj, module_cls):
+                covered.add(type(obj))
+                loaded.candidates.append(Candidate(f"{label}:{name}", lambda obj=obj: obj))
+    for stmt in tree.body:
+        if (isinstance(stmt, ast.FunctionDef) and not stmt.name.startswith("_")
+                and callable(namespace.get(stmt.name))
+                and not _required_parameters(namespace[stmt.name])
+                and _returns_model(stmt, namespace, module_cls)):
+            func = namespace[stmt.name]
+            loaded.candidates.append(Candidate(f"{label}:{stmt.name}()", func))
+            for node in ast.walk(stmt):
+                if isinstance(node, ast.Return) and isinstance(node.value, ast.Call):
+                    target = namespace.get(_dotted(node.value.func))
+                    if isinstance(target, type):
+                        covered.add(target)
+    for stmt in tree.body:
+        if not isinstance(stmt, ast.ClassDef):
+            continue
+        cls = namespace.get(stmt.name)
+        if not (isinstance(cls, type) and issubclass(cls, module_cls)
+                and cls.__module__ == module_name) or cls in covered:
+            continue
+        if inspect.isabstract(cls):
+            continue
+        required = _required_parameters(cls)
+        if required:
+            loaded.needs_arguments[cls] = ModelResult(
+                spec=f"{label}:{cls.__name__}",
+                status="skipped",
+                reason=(f"needs arguments ({', '.join(required)}); to check it, name it with "
+                        f"its arguments: '{label}:{cls.__name__}(...)'"),
+            )
+            continue
+        loaded.candidates.append(Candidate(f"{label}:{cls.__name__}()", cls))
+
+
+# --- the entry point ---------------------------------------------------------------------------
+
+def load(specs: Iterable[str], exclude: Iterable[str] = ()) -> Loaded:
+    loaded = Loaded()
+    for spec in specs:
+        target, expr = split_spec(spec)
+        path = Path(target)
+        if expr is None:
+            if not path.exists():
+                loaded.results.append(ModelResult(spec, "error", f"no such file or folder: {target}"))
+                continue
+            for file in python_files(path, exclude):
+                loaded.files.append(file)
+                _load_file(file, loaded)
+        else:
+            _load_expression(spec, target, expr, loaded)
+    return loaded
+
+
+def _label(path: Path) -> str:
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return str(path) if relative.startswith("..") else relative
+
+
+def _load_file(path: Path, loaded: Loaded) -> None:
+    label = _label(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        loaded.results.append(ModelResult(label, "error", f"cannot read: {exc}"))
+        return
+    if not any(hint in text for hint in MODEL_HINTS):
+        return
+    try:
+        tree = ast.parse(text, filename=str(path))
+    except SyntaxError as exc:
+        loaded.results.append(ModelResult(
+            label, "error", f"syntax error at line {exc.lineno}: {exc.msg}"))
+        return
+    work = runs_code_on_import(tree)
+    if work is not None:
+        code = ast.get_source_segment(text, work) or type(work).__name__
+        code = code.splitlines()[0][:60]
+        loaded.results.append(ModelResult(
+            label, "skipped",
+            f"not imported: line {work.lineno} runs code at import time (`{code}`). Put it "
+            f"under `if __name__ == \"__main__\":`, or name a model: '{label}:Net()'",
+        ))
+        return
+    try:
+        module = _import_file(path)
+    except BaseException as exc:  # noqa: BLE001 - the user's module may raise anything
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        error = _failure(label, "import failed", exc)
+        loaded.results.append(ModelResult(label, "error", str(error), detail=error.detail))
+        return
+    find_models(tree, vars(module), module.__name__, label, loaded)
+
+
+def _load_expression(spec: str, target: str, expr: str, loaded: Loaded) -> None:
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise LoadError(f"no such file: {target}")
+            loaded.files.append(path)
+            module = _import_file(path)
+        else:
+            from bnlint.source import recording
+
+            with _on_sys_path(Path.cwd()), recording():
+                module = importlib.import_module(target)
+    except LoadError as exc:
+        loaded.results.append(ModelResult(spec, "error", str(exc)))
+        return
+    except BaseException as exc:  # noqa: BLE001
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        error = _failure(spec, "import failed", exc)
+        loaded.results.append(ModelResult(spec, "error", str(error), detail=error.detail))
+        return
+    try:
+        code = compile(expr, f"<{spec}>", "eval")
+    except SyntaxError as exc:
+        loaded.results.append(ModelResult(spec, "error", f"invalid expression {expr!r}: {exc.msg}"))
+        return
+    namespace = vars(module)
+    loaded.candidates.append(Candidate(spec, lambda: eval(code, namespace)))  # noqa: S307
+
+
+def build(candidate: Candidate):
+    """Construct a candidate's model, recording where its layers are built.
+
+    Raises LoadError when construction fails or does not give an ``nn.Module``.
+    """
+    from torch import nn
+
+    from bnlint.source import recording
+
+    try:
+        with recording():
+            model = candidate.build()
+    except BaseException as exc:  # noqa: BLE001
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise _failure(candidate.spec, "building the model failed", exc) from None
+    if not isinstance(model, nn.Module):
+        raise LoadError(f"is a {type(model).__name__}, not a torch.nn.Module")
+    return model

@@ -1,0 +1,149 @@
+"""Report -> text for people (rich), JSON, SARIF 2.1.0 for code scanning, GitHub annotations."""
+
+from __future__ import annotations
+
+import json
+from typing import TextIO
+
+from bnlint import __version__
+from bnlint.findings import SAFE, Report
+from bnlint.rules import RULES
+
+FORMATS = ("text", "json", "sarif", "github")
+
+
+def render(report: Report, fmt: str, out: TextIO, *, verbose: bool = False) -> None:
+    {"text": render_text, "json": render_json, "sarif": render_sarif,
+     "github": render_github}[fmt](report, out, verbose=verbose)
+
+
+def _where(f) -> str:
+    if f.path is None:
+        return f"<{f.model}>" if f.model else "<model>"
+    return f"{f.path}:{f.line}:{f.col}"
+
+
+def render_text(report: Report, out: TextIO, *, verbose: bool = False) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(file=out, highlight=False, soft_wrap=True)
+    for f in report.findings:
+        mark = " [cyan]\\[*][/]" if f.fix == SAFE else ""
+        console.print(f"[bold]{escape(_where(f))}:[/] [bold red]{f.code}[/]{mark} {escape(f.message)}")
+        context = [f"model {f.model}"] if f.model else []
+        if f.module:
+            context.append(f"module {f.module}")
+        if context:
+            console.print(f"    [dim]{escape(', '.join(context))}[/]")
+    for m in report.models:
+        if m.status == "error":
+            console.print(f"[bold]{escape(m.spec)}:[/] [bold red]error[/] {escape(m.reason or '')}")
+            if verbose and m.detail:
+                console.print(escape(m.detail.rstrip()), style="dim")
+        elif m.status == "skipped":
+            console.print(f"[bold]{escape(m.spec)}:[/] [yellow]skipped[/] {escape(m.reason or '')}")
+        elif m.opaque:
+            names = ", ".join(n or "<model>" for n in m.opaque)
+            console.print(f"[bold]{escape(m.spec)}:[/] [yellow]partly analysed[/] "
+                          f"could not trace the forward of: {escape(names)}")
+            if verbose and m.reason:
+                console.print(f"    [dim]{escape(m.reason)}[/]")
+        elif verbose:
+            console.print(f"[bold]{escape(m.spec)}:[/] [green]analysed[/] (trace: {m.trace})")
+    s = report.summary
+    if s["findings"]:
+        head = f"Found {s['findings']} finding{'s' * (s['findings'] != 1)}"
+    elif report.has_errors:
+        head = "No findings, but not every model could be checked"
+    else:
+        head = "[green]All checks passed![/]"
+    counts = [f"{s['models_analysed']} model{'s' * (s['models_analysed'] != 1)} analysed"]
+    if s["models_skipped"]:
+        counts.append(f"{s['models_skipped']} skipped")
+    if s["models_failed"]:
+        counts.append(f"[red]{s['models_failed']} failed[/]")
+    console.print(f"{head} ({', '.join(counts)}).")
+    if s["fixable"]:
+        console.print(f"[cyan]\\[*][/] {s['fixable']} fixable with a safe fix.")
+
+
+def render_json(report: Report, out: TextIO, *, verbose: bool = False) -> None:
+    json.dump(report.to_dict(), out, indent=2)
+    out.write("\n")
+
+
+def sarif(report: Report) -> dict:
+    codes = sorted(RULES)
+    index = {code: i for i, code in enumerate(codes)}
+    rules = []
+    for code in codes:
+        rule = RULES[code]
+        rules.append({
+            "id": code,
+            "name": rule.name,
+            "shortDescription": {"text": rule.summary},
+            "fullDescription": {"text": rule.summary},
+            "help": {"text": rule.explanation, "markdown": rule.explanation},
+            "defaultConfiguration": {"level": "warning" if rule.severity == "warning" else "error"},
+        })
+    results = []
+    for f in report.findings:
+        result = {
+            "ruleId": f.code,
+            "ruleIndex": index[f.code],
+            "level": "warning" if f.severity == "warning" else "error",
+            "message": {"text": f.message},
+        }
+        location: dict = {}
+        if f.path:
+            location["physicalLocation"] = {
+                "artifactLocation": {"uri": f.path.replace("\\", "/"), "uriBaseId": "%SRCROOT%"},
+                "region": {"startLine": f.line, "startColumn": f.col},
+            }
+        if f.model or f.module:
+            location["logicalLocations"] = [{
+                "fullyQualifiedName": ":".join(x for x in (f.model, f.module) if x),
+                "kind": "module",
+            }]
+        result["locations"] = [location] if location else []
+        results.append(result)
+    return {
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {
+                "name": "bnlint",
+                "version": __version__,
+                "semanticVersion": __version__,
+                "rules": rules,
+            }},
+            "results": results,
+        }],
+    }
+
+
+def render_sarif(report: Report, out: TextIO, *, verbose: bool = False) -> None:
+    json.dump(sarif(report), out, indent=2)
+    out.write("\n")
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def render_github(report: Report, out: TextIO, *, verbose: bool = False) -> None:
+    """GitHub Actions workflow commands: each finding becomes an annotation on its line."""
+    for f in report.findings:
+        level = "warning" if f.severity == "warning" else "error"
+        props = [f"title={_escape_property(f.code)}"]
+        if f.path:
+            props = [f"file={_escape_property(f.path)}", f"line={f.line}", f"col={f.col}", *props]
+        out.write(f"::{level} {','.join(props)}::{_escape_data(f'{f.code} {f.message}')}\n")
+    for m in report.models:
+        if m.status == "error":
+            out.write(f"::error title=bnlint::{_escape_data(f'{m.spec}: {m.reason}')}\n")

@@ -1,0 +1,85 @@
+"""The rule registry: one entry per rule code.
+
+Entries are plain metadata so that ``--list-rules``, ``--explain`` and the docs never import
+torch; the rule's detection (and fix) lives in the module named by ``impl`` and is imported only
+when a model is analysed. The long explanation of each rule is ``<CODE>.md`` beside this file.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from importlib import resources
+
+GRAPH = "graph"    # checked on a traced model
+SCRIPT = "script"  # checked on the source text of a script, which is never run
+
+
+@dataclass(frozen=True)
+class Rule:
+    code: str
+    name: str
+    summary: str
+    scope: str
+    impl: str
+    severity: str = "warning"
+    default: bool = True
+    fix: str | None = None  # "safe", "unsafe" or None: what its fix (if any) does to the model
+
+    @property
+    def explanation(self) -> str:
+        return resources.files(__name__).joinpath(f"{self.code}.md").read_text(encoding="utf-8")
+
+    def implementation(self):
+        """The module holding ``check`` (and ``fix``, where the rule has one)."""
+        return importlib.import_module(self.impl)
+
+
+RULES: dict[str, Rule] = {
+    rule.code: rule
+    for rule in (
+        Rule(
+            code="BN001",
+            name="bias-before-batchnorm",
+            summary="Layer with a bias feeds BatchNorm, which cancels the bias",
+            scope=GRAPH,
+            impl="bnlint.rules.bias_before_bn",
+            fix="safe",
+        ),
+        Rule(
+            code="BN002",
+            name="activation-before-batchnorm",
+            summary="Activation feeds BatchNorm; the usual order is layer, BatchNorm, activation",
+            scope=GRAPH,
+            impl="bnlint.rules.act_before_bn",
+            fix="unsafe",
+        ),
+    )
+}
+
+
+class UnknownRuleError(ValueError):
+    pass
+
+
+def resolve_codes(codes) -> set[str]:
+    """Expand a list of codes or prefixes (``BN``, ``BN00``, ``ALL``) into known codes."""
+    chosen: set[str] = set()
+    for raw in codes:
+        code = raw.strip().upper()
+        if not code:
+            continue
+        if code == "ALL":
+            chosen.update(RULES)
+            continue
+        matches = {c for c in RULES if c.startswith(code)}
+        if not matches:
+            raise UnknownRuleError(f"unknown rule code {raw!r} (known: {', '.join(RULES)})")
+        chosen.update(matches)
+    return chosen
+
+
+def enabled_codes(select=None, ignore=None) -> set[str]:
+    """The codes a run checks: ``select`` (or the default rules) minus ``ignore``."""
+    chosen = resolve_codes(select) if select else {c for c, r in RULES.items() if r.default}
+    return chosen - resolve_codes(ignore or ())

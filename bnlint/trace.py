@@ -1,0 +1,142 @@
+"""Model -> fx graphs. ``symbolic_trace`` first; where the user's Python cannot be traced
+(data-dependent ``if``, shape arithmetic turned into ints, ...), the failing submodule is kept
+as an opaque leaf and analysed on its own, recursively, so everything traceable still is."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+
+from torch import fx, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from bnlint.graph import ACTIVATION_TYPES, BIASED_LAYER_TYPES
+
+_ALWAYS_LEAF = (_BatchNorm, *ACTIVATION_TYPES, *BIASED_LAYER_TYPES)
+
+
+@dataclass
+class Unit:
+    """One traced piece of a model: ``gm``'s module names are relative to ``prefix``."""
+
+    prefix: str
+    gm: fx.GraphModule
+    module: nn.Module
+
+
+@dataclass
+class Traced:
+    units: list[Unit] = field(default_factory=list)
+    # qualified name ("" for the model itself) -> why its own forward could not be traced
+    opaque: dict[str, str] = field(default_factory=dict)
+    # modules whose forward branches on data: each branch was traced and analysed separately
+    branched: list[str] = field(default_factory=list)
+
+    @property
+    def mode(self) -> str:
+        if self.opaque:
+            return "partial"
+        return "branches" if self.branched else "full"
+
+
+class Tracer(fx.Tracer):
+    """Keeps BatchNorm, activations, conv/linear (and their subclasses from other libraries)
+    and any module that failed to trace as single call_module nodes."""
+
+    def __init__(self, opaque: set[int] = frozenset(), branch: bool | None = None):
+        super().__init__()
+        self.record_stack_traces = True
+        self.opaque = opaque
+        self.branch = branch
+
+    def to_bool(self, obj) -> bool:
+        """A data-dependent ``if``: normally an error; when tracing branches, take ``branch``."""
+        if self.branch is None:
+            return super().to_bool(obj)
+        return self.branch
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if id(m) in self.opaque or isinstance(m, _ALWAYS_LEAF):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+
+def trace_one(module: nn.Module, opaque: set[int] = frozenset(),
+              branch: bool | None = None) -> fx.GraphModule:
+    tracer = Tracer(opaque, branch)
+    graph = tracer.trace(module)
+    return fx.GraphModule(tracer.root, graph, type(module).__name__)
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _culprit(exc: BaseException, candidates: dict[int, nn.Module]) -> nn.Module | None:
+    """The innermost module of ``candidates`` whose forward was running when tracing failed."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if isinstance(owner, nn.Module) and id(owner) in candidates:
+            found = owner
+        tb = tb.tb_next
+    return found
+
+
+def _reason(exc: BaseException) -> str:
+    text = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    return text.splitlines()[0][:300]
+
+
+def trace_model(model: nn.Module) -> Traced:
+    result = Traced()
+    _visit(model, "", result)
+    return result
+
+
+_CONTAINERS = (nn.ModuleList, nn.ModuleDict)
+
+
+def _trace_branches(module: nn.Module, opaque: set[int]) -> list[fx.GraphModule] | None:
+    """Both paths of a forward whose ``if`` tests tensor data, or ``None`` if that fails too."""
+    try:
+        return [trace_one(module, opaque, branch) for branch in (True, False)]
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _visit(module: nn.Module, prefix: str, result: Traced) -> None:
+    if isinstance(module, _CONTAINERS):
+        _visit_children(module, prefix, result)
+        return
+    names = {id(m): name for name, m in module.named_modules()}
+    candidates = {id(m): m for m in module.modules()}
+    leaves: dict[int, nn.Module] = {}
+    while True:
+        try:
+            gm = trace_one(module, set(leaves))
+        except Exception as exc:  # noqa: BLE001 - any failure of user code while tracing
+            culprit = _culprit(exc, candidates)
+            if culprit is None or culprit is module or id(culprit) in leaves:
+                branches = _trace_branches(module, set(leaves))
+                if branches is not None:
+                    result.units += [Unit(prefix, gm, module) for gm in branches]
+                    result.branched.append(prefix)
+                    break
+                result.opaque[prefix] = _reason(exc)
+                _visit_children(module, prefix, result)
+                return
+            leaves[id(culprit)] = culprit
+            continue
+        result.units.append(Unit(prefix, gm, module))
+        break
+    for key, leaf in leaves.items():
+        _visit(leaf, _join(prefix, names[key]), result)
+
+
+def _visit_children(module: nn.Module, prefix: str, result: Traced) -> None:
+    """Analyse each child that has parts of its own (a lone layer has nothing to check)."""
+    for name, child in module.named_children():
+        if any(True for _ in child.children()):
+            _visit(child, _join(prefix, name), result)
