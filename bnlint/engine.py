@@ -3,7 +3,6 @@ finding at the user's source line and drop the ones suppressed there."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 
 from torch import nn
@@ -12,17 +11,6 @@ from bnlint import config, source
 from bnlint.findings import Finding, Hit, ModelResult, Report
 from bnlint.rules import GRAPH, RULES, enabled_codes
 from bnlint.trace import Unit, trace_model
-
-
-def display_path(path: str | None) -> str | None:
-    """Paths below the working directory are shown relative to it, as other linters do."""
-    if path is None:
-        return None
-    try:
-        relative = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if relative.startswith("..") else relative
 
 
 def _locate(unit: Unit, hit: Hit) -> source.Site | None:
@@ -51,7 +39,7 @@ def analyse(model: nn.Module, model_name: str, codes: Iterable[str]) -> tuple[li
                     model=model_name,
                     module=hit.module,
                     related=hit.related,
-                    path=display_path(site.path) if site else None,
+                    path=source.display_path(site.path) if site else None,
                     line=site.line if site else None,
                     col=site.col if site else None,
                     fix=hit.fix,

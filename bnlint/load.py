@@ -27,6 +27,7 @@ from pathlib import Path
 
 from bnlint.config import DEFAULT_EXCLUDE
 from bnlint.findings import ModelResult
+from bnlint.source import display_path
 
 # Calls a module may make at its top level without counting as "doing work".
 HARMLESS_TOP_LEVEL_CALLS = (
@@ -308,16 +309,8 @@ def load(specs: Iterable[str], exclude: Iterable[str] = ()) -> Loaded:
     return loaded
 
 
-def _label(path: Path) -> str:
-    try:
-        relative = os.path.relpath(path)
-    except ValueError:
-        return str(path)
-    return str(path) if relative.startswith("..") else relative
-
-
 def _load_file(path: Path, loaded: Loaded) -> None:
-    label = _label(path)
+    label = display_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

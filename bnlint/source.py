@@ -37,6 +37,17 @@ class Site:
     end_col: int
 
 
+def display_path(path: str | os.PathLike | None) -> str | None:
+    """Paths below the working directory are shown relative to it, as other linters do."""
+    if path is None:
+        return None
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return str(path) if relative.startswith("..") else relative
+
+
 def is_user_file(filename: str) -> bool:
     if filename.startswith("<"):
         return False
