@@ -393,5 +393,5 @@ def build(candidate: Candidate):
             raise
         raise _failure(candidate.spec, "building the model failed", exc) from None
     if not isinstance(model, nn.Module):
-        raise LoadError(f"is a {type(model).__name__}, not a torch.nn.Module")
+        raise LoadError(f"evaluates to {type(model).__name__}, not a torch.nn.Module")
     return model

@@ -1,4 +1,5 @@
 import os
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -7,12 +8,36 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 
 
-@pytest.fixture(autouse=True)
-def _run_from_project_root(monkeypatch):
+@pytest.fixture(scope="session", autouse=True)
+def _run_from_project_root():
     """Paths in reports are relative to the working directory, as users see them."""
-    monkeypatch.chdir(ROOT)
+    before = os.getcwd()
+    os.chdir(ROOT)
+    yield
+    os.chdir(before)
 
 
 @pytest.fixture
 def fixtures() -> Path:
     return FIXTURES
+
+
+@pytest.fixture
+def lint_code(tmp_path):
+    """Write a model file and lint it as the command line would; returns the Report."""
+    from bnlint.lint import lint_specs
+
+    def run(code: str, *, name: str = "model_file.py", spec_suffix: str = "", **options):
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(code), encoding="utf-8")
+        return lint_specs([f"{path}{spec_suffix}"], **options)
+
+    return run
+
+
+def line_of(path, needle: str) -> int:
+    """1-based number of the first line of ``path`` containing ``needle``."""
+    for number, text in enumerate(Path(path).read_text().splitlines(), 1):
+        if needle in text:
+            return number
+    raise AssertionError(f"{needle!r} not in {path}")

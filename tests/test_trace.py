@@ -1,0 +1,85 @@
+"""Tracing: models fx cannot follow are still analysed as far as possible, and linting never
+changes the model."""
+
+import copy
+
+import torch
+import torch.nn as nn
+
+import bnlint
+from bnlint.lint import lint_specs
+from bnlint.trace import trace_model
+from conftest import FIXTURES, line_of
+
+
+def test_data_dependent_model_is_analysed_around_what_cannot_be_traced():
+    report = lint_specs([str(FIXTURES / "dynamic.py")])
+    [result] = report.models
+    assert result.status == "ok" and result.trace == "partial"
+    # the model's own loop over a shape-dependent count is the only opaque part
+    assert result.opaque == [""]
+    assert "Proxy" in result.reason
+    found = {(f.code, f.module) for f in report.findings}
+    # inside the data-dependent `if` of GatedBlock (both branches traced) ...
+    assert ("BN001", "stages.0.gate.conv") in found
+    # ... and inside Stage, traced with GatedBlock kept as an opaque leaf
+    assert ("BN002", "stages.0.bn") in found
+    bn001 = next(f for f in report.findings if f.code == "BN001")
+    assert bn001.line == line_of(FIXTURES / "dynamic.py", "self.conv = nn.Conv2d(channels")
+
+
+def test_branching_block_is_traced_on_both_paths():
+    class Either(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3)
+            self.bn_a = nn.BatchNorm2d(8)
+            self.b = nn.Conv2d(3, 8, 3)
+            self.bn_b = nn.BatchNorm2d(8)
+
+        def forward(self, x):
+            if x.mean() > 0:
+                return self.bn_a(self.a(x))
+            return self.bn_b(self.b(x))
+
+    traced = trace_model(Either())
+    assert traced.mode == "branches" and traced.branched == [""]
+    assert {f.module for f in bnlint.check(Either()).findings} == {"a", "b"}
+
+
+def test_fully_traceable_model():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+    traced = trace_model(model)
+    assert traced.mode == "full" and traced.opaque == {}
+    assert bnlint.check(model).models[0].trace == "full"
+
+
+def test_untraceable_model_with_only_plain_layers_reports_itself_opaque():
+    class Weird(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3)
+            self.bn = nn.BatchNorm2d(8)
+
+        def forward(self, x):
+            for _ in range(int(x.shape[0])):
+                x = x * 1
+            return self.bn(self.conv(x))
+
+    report = bnlint.check(Weird())
+    assert report.models[0].trace == "partial" and report.models[0].opaque == [""]
+    assert report.findings == []
+
+
+def test_linting_never_changes_the_model():
+    from fixtures_models import trained_vgg
+
+    model = trained_vgg()
+    for mode in (True, False):
+        model.train(mode)
+        state = copy.deepcopy(model.state_dict())
+        modes = [m.training for m in model.modules()]
+        bnlint.check(model)
+        after = model.state_dict()
+        assert all(torch.equal(state[k], after[k]) for k in state)
+        assert [m.training for m in model.modules()] == modes
