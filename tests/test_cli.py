@@ -1,0 +1,122 @@
+"""The command line as users meet it: exit codes, help, rule docs, configuration."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from bnlint.cli import main
+from bnlint.rules import RULES
+from conftest import FIXTURES
+
+
+def run(*args, cwd=None):
+    runner = CliRunner()
+    if cwd is None:
+        return runner.invoke(main, list(args))
+    with runner.isolated_filesystem(temp_dir=cwd):
+        return runner.invoke(main, list(args))
+
+
+def test_exit_codes_clean_findings_and_errors(tmp_path):
+    assert run(str(FIXTURES / "clean.py")).exit_code == 0
+    assert run(str(FIXTURES / "vgg.py")).exit_code == 1
+    broken = tmp_path / "broken.py"
+    broken.write_text("import torch\nimport no_such_module_xyz\n")
+    result = run(str(broken))
+    assert result.exit_code == 2
+    assert "import failed: ModuleNotFoundError" in result.output
+    assert "Traceback" not in result.output
+    assert "Traceback" in run(str(broken), "--verbose").output
+
+
+def test_no_paths_is_a_usage_error():
+    result = run()
+    assert result.exit_code == 2 and "bnlint ." in result.output
+
+
+def test_missing_path_is_an_error_not_a_traceback():
+    result = run("no/such/file.py")
+    assert result.exit_code == 2 and "no such file or folder" in result.output
+
+
+def test_unknown_rule_code_is_a_usage_error():
+    result = run("--select", "BN999", str(FIXTURES / "clean.py"))
+    assert result.exit_code == 2
+    assert "unknown rule code 'BN999'" in result.output
+
+
+def test_select_and_ignore_options():
+    data = json.loads(run("--select", "BN002", "--format", "json",
+                          str(FIXTURES / "act_before_bn.py"), str(FIXTURES / "vgg.py")).output)
+    assert set(data["summary"]["by_code"]) == {"BN002"}
+    result = run("--ignore", "BN001,BN002", str(FIXTURES / "vgg.py"))
+    assert result.exit_code == 0
+
+
+@pytest.mark.parametrize("code", sorted(RULES))
+def test_explain_every_rule(code):
+    result = run("--explain", code.lower())
+    assert result.exit_code == 0
+    for section in ("What it does", "Why is this bad?", "Example", "Use instead", "Fix safety"):
+        assert f"## {section}" in result.output
+
+
+def test_explain_unknown_rule():
+    result = run("--explain", "XX1")
+    assert result.exit_code == 2 and "--list-rules" in result.output
+
+
+def test_list_rules_shows_every_registered_rule():
+    output = run("--list-rules").output
+    for rule in RULES.values():
+        assert rule.code in output and rule.summary in output
+
+
+def test_help_explains_specs_and_exit_codes():
+    output = run("--help").output
+    assert "file.py" in output or "vgg.py:VGG" in output
+    assert "Exit status" in output and "[tool.bnlint]" in output
+
+
+def test_pyproject_configuration(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[tool.bnlint]\nignore = ["BN001"]\n')
+    result = run(str(FIXTURES / "vgg.py"), cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    (tmp_path / "pyproject.toml").write_text('[tool.bnlint]\nselect = ["BN002"]\n')
+    assert run(str(FIXTURES / "vgg.py"), cwd=tmp_path).exit_code == 0
+    assert run(str(FIXTURES / "act_before_bn.py"), cwd=tmp_path).exit_code == 1
+
+
+def test_command_line_select_overrides_pyproject(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[tool.bnlint]\nselect = ["BN002"]\n')
+    assert run("--select", "BN001", str(FIXTURES / "vgg.py"), cwd=tmp_path).exit_code == 1
+
+
+def test_bad_configuration_is_reported_in_one_line(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[tool.bnlint]\nselekt = ["BN002"]\n')
+    result = run(str(FIXTURES / "clean.py"), cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "unknown key(s) in [tool.bnlint]: selekt" in result.output
+
+
+def test_model_free_files_do_not_import_torch(tmp_path):
+    (tmp_path / "utils.py").write_text("def add(a, b):\n    return a + b\n")
+    (tmp_path / "README.md").write_text("# docs\n")
+    code = (
+        "import sys\n"
+        "from bnlint.cli import main\n"
+        f"try:\n    main([{str(tmp_path)!r}])\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0, exit.code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_python_dash_m_runs_the_cli():
+    result = subprocess.run([sys.executable, "-m", "bnlint", "--version"], capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.startswith("bnlint, version ")
