@@ -1,6 +1,7 @@
 """The command line as users meet it: exit codes, help, rule docs, configuration."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -13,11 +14,13 @@ from conftest import FIXTURES
 
 
 def run(*args, cwd=None):
-    runner = CliRunner()
-    if cwd is None:
-        return runner.invoke(main, list(args))
-    with runner.isolated_filesystem(temp_dir=cwd):
-        return runner.invoke(main, list(args))
+    """Invoke the CLI, from ``cwd`` when given (where it looks for pyproject.toml)."""
+    before = os.getcwd()
+    os.chdir(cwd or before)
+    try:
+        return CliRunner().invoke(main, list(args))
+    finally:
+        os.chdir(before)
 
 
 def test_exit_codes_clean_findings_and_errors(tmp_path):
