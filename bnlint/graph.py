@@ -6,6 +6,7 @@ resolved to the module objects they call.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator
 
 import torch
@@ -67,8 +68,7 @@ _DROPOUT_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_
 _RESHAPE_FUNCTIONS = {torch.flatten, torch.reshape}
 _RESHAPE_METHODS = {"flatten", "view", "reshape"}
 _IDENTITY_METHODS = {"contiguous", "clone"}
-_ADD_FUNCTIONS = {torch.add, torch.sub, __import__("operator").add, __import__("operator").sub,
-                  __import__("operator").iadd, __import__("operator").isub}
+_ADD_FUNCTIONS = {torch.add, torch.sub, operator.add, operator.sub, operator.iadd, operator.isub}
 _ADD_METHODS = {"add", "add_", "sub", "sub_"}
 
 
@@ -182,11 +182,10 @@ def _is_flatten_keeping_batch(gm: fx.GraphModule, node: fx.Node) -> bool:
 
 
 def _is_residual_add(node: fx.Node) -> bool:
-    if node.op == "call_function" and node.target in _ADD_FUNCTIONS:
-        pass
-    elif not (node.op == "call_method" and node.target in _ADD_METHODS):
-        return False
-    return "alpha" not in node.kwargs
+    """``a + b`` or ``a - b`` (no ``alpha`` scaling): a constant in either stays a constant."""
+    is_add = (node.op == "call_function" and node.target in _ADD_FUNCTIONS) or (
+        node.op == "call_method" and node.target in _ADD_METHODS)
+    return is_add and "alpha" not in node.kwargs
 
 
 def carries_bias_shift(gm: fx.GraphModule, node: fx.Node) -> bool:
