@@ -54,6 +54,15 @@ RULES: dict[str, Rule] = {
             impl="bnlint.rules.act_before_bn",
             fix="unsafe",
         ),
+        Rule(
+            code="BN005",
+            name="deep-plain-network",
+            summary="Four or more layer + activation stages in a row with no normalisation",
+            scope=GRAPH,
+            impl="bnlint.rules.deep_plain",
+            default=False,
+            fix="unsafe",
+        ),
     )
 }
 
