@@ -2,6 +2,8 @@
 changes the model."""
 
 import copy
+import subprocess
+import sys
 
 import torch
 import torch.nn as nn
@@ -9,7 +11,7 @@ import torch.nn as nn
 import bnlint
 from bnlint.lint import lint_specs
 from bnlint.trace import trace_model
-from conftest import FIXTURES, line_of
+from conftest import FIXTURES, ROOT, line_of
 
 
 def test_data_dependent_model_is_analysed_around_what_cannot_be_traced():
@@ -83,3 +85,36 @@ def test_linting_never_changes_the_model():
         after = model.state_dict()
         assert all(torch.equal(state[k], after[k]) for k in state)
         assert [m.training for m in model.modules()] == modes
+
+
+def test_functional_call_in_a_helper_is_placed_at_the_helper_line(lint_code):
+    report = lint_code("""
+        import torch
+        import torch.nn as nn
+        import torch.nn.functional as F
+
+        def project(x, w, b):
+            return F.conv2d(x, w, b, padding=1)
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.w = nn.Parameter(torch.randn(8, 3, 3, 3))
+                self.b = nn.Parameter(torch.zeros(8))
+                self.bn = nn.BatchNorm2d(8)
+
+            def forward(self, x):
+                return self.bn(project(x, self.w, self.b))
+    """)
+    [finding] = report.findings
+    assert (finding.code, finding.line, finding.col) == ("BN001", 7, 14)
+
+
+def test_tracing_does_not_load_the_compiler_stack():
+    """fx's own stack recording imports torch._dynamo and more: seconds on every run."""
+    code = ("import sys, torch.nn as nn, bnlint; "
+            "bnlint.check(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))); "
+            "print('torch._dynamo' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "False"
