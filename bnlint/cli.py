@@ -69,6 +69,9 @@ Exit status: 0 clean, 1 findings, 2 usage error or a model that failed to load.
               help="Skip these rule codes or prefixes (comma-separated).")
 @click.option("--exclude", multiple=True, metavar="PATTERN",
               help="Also skip files and folders matching this name or glob.")
+@click.option("--static", is_flag=True,
+              help="Only the rules that read scripts without running them: nothing is imported, "
+                   "so neither torch nor your own packages are needed.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
               help="Output format: text for people, json, sarif (code scanning), github (annotations).")
 @click.option("-v", "--verbose", is_flag=True,
@@ -78,7 +81,7 @@ Exit status: 0 clean, 1 findings, 2 usage error or a model that failed to load.
 @click.option("--list-rules", is_flag=True, callback=_list_rules, expose_value=False,
               is_eager=True, help="List every rule and exit.")
 @click.version_option(__version__, "--version", prog_name="bnlint")
-def main(paths, select, ignore, exclude, fmt, verbose):
+def main(paths, select, ignore, exclude, static, fmt, verbose):
     """Find BatchNorm mistakes in PyTorch models: a biased layer feeding BatchNorm (BN001),
     an activation before BatchNorm (BN002), and more (`bnlint --list-rules`)."""
     if not paths:
@@ -92,6 +95,7 @@ def main(paths, select, ignore, exclude, fmt, verbose):
             select=_codes(select) or settings.select,
             ignore=_codes(ignore) + settings.ignore,
             exclude=list(exclude) + settings.exclude,
+            static=static,
         )
     except (ConfigError, UnknownRuleError) as exc:
         click.echo(f"bnlint: error: {exc}", err=True)
@@ -105,5 +109,9 @@ def main(paths, select, ignore, exclude, fmt, verbose):
         sys.exit(EXIT_ERROR)
     render(report, fmt, sys.stdout, verbose=verbose)
     if report.has_errors:
+        if fmt in ("json", "sarif"):  # stdout is for programs: say on stderr what failed
+            for m in report.models:
+                if m.status == "error":
+                    click.echo(f"bnlint: error: {m.spec}: {m.reason}", err=True)
         sys.exit(EXIT_ERROR)
     sys.exit(EXIT_FINDINGS if report.findings else EXIT_CLEAN)

@@ -14,7 +14,7 @@ from pathlib import Path
 from bnlint import config
 from bnlint.findings import Finding, ModelResult, Report
 from bnlint.load import LoadError, build, load
-from bnlint.rules import RULES, SCRIPT, enabled_codes
+from bnlint.rules import GRAPH, RULES, SCRIPT, enabled_codes
 
 
 def check_scripts(files: Iterable[Path], codes: set[str]) -> list[Finding]:
@@ -36,9 +36,14 @@ def check_scripts(files: Iterable[Path], codes: set[str]) -> list[Finding]:
     return findings
 
 
-def lint_specs(specs: Iterable[str], *, select=None, ignore=None, exclude=()) -> Report:
+def lint_specs(specs: Iterable[str], *, select=None, ignore=None, exclude=(),
+               static: bool = False) -> Report:
+    """``static=True`` keeps only the script rules; whenever no graph rule is enabled, nothing
+    is imported, so neither torch nor the user's packages are needed."""
     codes = enabled_codes(select, ignore)
-    loaded = load(specs, exclude)
+    if static:
+        codes = {c for c in codes if RULES[c].scope == SCRIPT}
+    loaded = load(specs, exclude, import_models=any(RULES[c].scope == GRAPH for c in codes))
     results: list[ModelResult] = list(loaded.results)
     findings = check_scripts(dict.fromkeys(loaded.files), codes)
     if loaded.candidates:

@@ -292,7 +292,10 @@ def find_models(tree: ast.Module, namespace: dict, module_name: str, label: str,
 
 # --- the entry point ---------------------------------------------------------------------------
 
-def load(specs: Iterable[str], exclude: Iterable[str] = ()) -> Loaded:
+def load(specs: Iterable[str], exclude: Iterable[str] = (), *,
+         import_models: bool = True) -> Loaded:
+    """The models and files the specs name. With ``import_models=False`` nothing is imported:
+    only the files are collected, for the rules that read source without running it."""
     loaded = Loaded()
     for spec in specs:
         target, expr = split_spec(spec)
@@ -303,9 +306,15 @@ def load(specs: Iterable[str], exclude: Iterable[str] = ()) -> Loaded:
                 continue
             for file in python_files(path, exclude):
                 loaded.files.append(file)
-                _load_file(file, loaded)
-        else:
+                if import_models:
+                    _load_file(file, loaded)
+        elif import_models:
             _load_expression(spec, target, expr, loaded)
+        elif target.endswith(".py") and path.is_file():
+            loaded.files.append(path)
+        else:
+            loaded.results.append(ModelResult(
+                spec, "skipped", "not imported: no enabled rule needs to build a model"))
     return loaded
 
 
