@@ -3,22 +3,36 @@ finding at the user's source line and drop the ones suppressed there."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-from torch import nn
+from torch import fx, nn
 
 from bnlint import config, source
 from bnlint.findings import Finding, Hit, ModelResult, Report
-from bnlint.rules import GRAPH, RULES, enabled_codes
+from bnlint.rules import GRAPH, RULES, Rule, enabled_codes
 from bnlint.trace import Unit, trace_model
 
 
-def _locate(unit: Unit, hit: Hit) -> source.Site | None:
-    node = hit.anchor
+def locate(root: nn.Module, prefix: str, node: fx.Node) -> source.Site | None:
+    """Where the user's code made what ``node`` (in the piece of ``root`` at ``prefix``) runs:
+    the construction of its module, or the line of its functional call."""
     if node.op == "call_module":
-        return source.construction_site(unit.module, node.target)
+        return source.construction_site(root, f"{prefix}.{node.target}" if prefix else node.target)
     name = getattr(node.target, "__name__", str(node.target))
     return source.call_site(node.stack_trace, name.rstrip("_"))
+
+
+def unsuppressed_hits(root: nn.Module, units: Iterable[Unit],
+                      rules: Iterable[Rule]) -> Iterator[tuple[Rule, Hit, source.Site | None]]:
+    """The hits of ``rules`` in traced pieces of ``root`` that no comment suppresses, with their
+    place in the user's code. ``units`` may come from a copy of ``root``: names are the same."""
+    for unit in units:
+        for rule in rules:
+            for hit in rule.implementation().check(unit.gm, unit.prefix):
+                site = locate(root, unit.prefix, hit.anchor)
+                if site and config.is_suppressed(hit.code, site.path, site.line, site.end_line):
+                    continue
+                yield rule, hit, site
 
 
 def analyse(model: nn.Module, model_name: str, codes: Iterable[str]) -> tuple[list[Finding], ModelResult]:
@@ -26,24 +40,19 @@ def analyse(model: nn.Module, model_name: str, codes: Iterable[str]) -> tuple[li
     rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == GRAPH]
     traced = trace_model(model)
     findings = []
-    for unit in traced.units:
-        for rule in rules:
-            for hit in rule.implementation().check(unit.gm, unit.prefix):
-                site = _locate(unit, hit)
-                if site and config.is_suppressed(hit.code, site.path, site.line, site.end_line):
-                    continue
-                findings.append(Finding(
-                    code=hit.code,
-                    severity=rule.severity,
-                    message=hit.message,
-                    model=model_name,
-                    module=hit.module,
-                    related=hit.related,
-                    path=source.display_path(site.path) if site else None,
-                    line=site.line if site else None,
-                    col=site.col if site else None,
-                    fix=hit.fix,
-                ))
+    for rule, hit, site in unsuppressed_hits(model, traced.units, rules):
+        findings.append(Finding(
+            code=hit.code,
+            severity=rule.severity,
+            message=hit.message,
+            model=model_name,
+            module=hit.module,
+            related=hit.related,
+            path=source.display_path(site.path) if site else None,
+            line=site.line if site else None,
+            col=site.col if site else None,
+            fix=hit.fix,
+        ))
     result = ModelResult(
         spec=model_name,
         status="ok",

@@ -195,6 +195,29 @@ def carries_bias_shift(gm: fx.GraphModule, node: fx.Node) -> bool:
     return _is_pool(gm, node) or _is_flatten_keeping_batch(gm, node) or _is_residual_add(node)
 
 
+_SUB_TARGETS = {torch.sub, __import__("operator").sub, __import__("operator").isub, "sub", "sub_"}
+
+
+def passthrough_kind(gm: fx.GraphModule, node: fx.Node) -> str | None:
+    """What one of the ops that ``carries_bias_shift`` or ``carries_activation`` does to its
+    input's layout: "dropout", "pool", "identity", "flatten" (from dim 1), "reshape" (any other
+    flatten, view or reshape), "add", or "sub" (which negates its second operand); ``None`` for
+    every other op. The fixes need to know which, the checks only that it passes through."""
+    if _is_residual_add(node):
+        return "sub" if node.target in _SUB_TARGETS else "add"
+    if _is_dropout(gm, node):
+        return "dropout"
+    if _is_pool(gm, node):
+        return "pool"
+    module = module_of(gm, node)
+    if isinstance(module, nn.Identity) or (
+            node.op == "call_method" and node.target in _IDENTITY_METHODS):
+        return "identity"
+    if _is_flatten_keeping_batch(gm, node):
+        return "flatten"
+    return "reshape" if _is_reshape(gm, node) else None
+
+
 def carries_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
     """Ops that leave "BatchNorm sees an activation's output" true: dropout, pooling,
     flatten/reshape/view, identity."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from torch import fx
+from torch import fx, nn
 
 from bnlint import graph
 from bnlint.findings import UNSAFE, Hit
@@ -77,3 +77,45 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
             anchor=node,
             fix=UNSAFE if reorderable and node.op == "call_module" else None,
         )
+
+
+# --- the fix -----------------------------------------------------------------------------------
+
+_KEEPS_CHANNELS = ("dropout", "identity", "pool")
+
+
+def _is_glu(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """GLU halves its input; every other activation keeps the shape."""
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    return isinstance(graph.module_of(gm, node), nn.GLU) or name in ("glu", "glu_")
+
+
+def fix(gm: fx.GraphModule, hit: Hit) -> str | None:
+    """Rewire layer -> activation -> ... -> BatchNorm into layer -> BatchNorm -> activation -> ...
+    The BatchNorm module and its state are kept; it now sees the activation's input, which
+    changes what the model computes (hence unsafe: the model needs training again)."""
+    bn = hit.anchor
+    if bn.op != "call_module":
+        return "the BatchNorm is a functional call; only BatchNorm modules are moved"
+    found = feeding_activation(gm, bn)
+    if found is None:
+        return "no activation feeds it any more"
+    activation, via = found
+    if not feeds_only(activation, bn, via):
+        return "the activation's output also feeds other layers, so the BatchNorm cannot move"
+    layer = graph.tensor_input(activation)
+    if layer is None or _is_glu(gm, activation):
+        return "the activation does not keep the shape of its input"
+    for op in via:
+        kind = graph.passthrough_kind(gm, op)
+        if kind not in _KEEPS_CHANNELS:
+            return f"`{graph.describe(gm, op)}` between them changes the layout BatchNorm sees"
+    channels = getattr(graph.module_of(gm, layer), "out_channels", None)
+    if any(graph.passthrough_kind(gm, op) == "pool" for op in via) and (
+            channels != gm.get_submodule(bn.target).num_features):
+        return "pooling sits between them and bnlint cannot tell that the channels match"
+    bn.replace_all_uses_with(bn.args[0])
+    activation.prepend(bn)
+    bn.args = (layer, *bn.args[1:])
+    activation.replace_input_with(layer, bn)
+    return None
