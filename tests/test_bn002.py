@@ -103,6 +103,53 @@ def test_does_not_look_through_residual_add():
     assert bnlint.check(Block()).findings == []
 
 
+class RepBlock(nn.Module):
+    """A RepVGG-style block: 3x3 and 1x1 conv -> BN branches beside a BN-only identity branch,
+    all applied to the previous block's ReLU output and summed."""
+
+    def __init__(self, channels, branch_norm=True):
+        super().__init__()
+        norm = nn.BatchNorm2d if branch_norm else nn.Identity
+        self.conv3 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn3 = norm(channels)
+        self.conv1 = nn.Conv2d(channels, channels, 1, bias=False)
+        self.bn1 = norm(channels)
+        self.identity = nn.BatchNorm2d(channels)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        out = self.bn3(self.conv3(x)) + self.bn1(self.conv1(x))
+        out += self.identity(x)
+        return self.act(out)
+
+
+class RepMixer(nn.Module):
+    """FastViT's token mixer: a conv -> BN branch minus a BN-only branch of the same input."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        self.norm = nn.BatchNorm2d(channels)
+
+    def forward(self, x):
+        return x + (self.bn(self.conv(x)) - self.norm(x))
+
+
+@pytest.mark.parametrize("block", [RepBlock, RepMixer])
+def test_identity_branch_of_a_multi_branch_block_is_not_reported(block):
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.ReLU(), block(8), block(8))
+    assert bnlint.check(model).findings == []
+
+
+def test_batchnorm_summed_with_branches_without_batchnorm_is_still_reported():
+    model = nn.Sequential(
+        nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.ReLU(), RepBlock(8, branch_norm=False))
+    report = bnlint.check(model)
+    assert [(f.code, f.module) for f in report.findings] == [("BN002", "2.identity")]
+    assert "not possible" in report.findings[0].message
+
+
 def test_looks_through_pooling_and_flatten():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.ReLU(), nn.MaxPool2d(2),
                           nn.Flatten(), nn.BatchNorm1d(4 * 3 * 3))

@@ -6,11 +6,14 @@ pre-activations, which is what keeps them in the activation's useful range.
 
 from __future__ import annotations
 
+import ast
+import re
 from collections.abc import Iterator
 
 from torch import fx, nn
 
 from bnlint import graph
+from bnlint.edits import Edit, callee_name, offset, span_of
 from bnlint.findings import UNSAFE, Hit
 
 CODE = "BN002"
@@ -42,6 +45,63 @@ def feeds_only(activation: fx.Node, bn: fx.Node, via: list[fx.Node]) -> bool:
     return True
 
 
+def is_block_branch(gm: fx.GraphModule, bn: fx.Node, activation: fx.Node) -> bool:
+    """True when the BatchNorm is one branch of a multi-branch block: its output is added to a
+    branch that applies a layer and BatchNorm to the same activation output, as the identity
+    branch of RepVGG, MobileOne and RepGhost blocks (``bn0(x) + bn1(conv1(x))``) or FastViT's
+    RepMixer (``mixer(x) - bn0(x)``).
+    That BatchNorm normalises the block's input beside its conv branches, as the first
+    BatchNorm of a pre-activation block does; no layer's output waits to be normalised."""
+    computed = _descendants(activation, avoid=bn)
+    for node in _sums_after(gm, bn):
+        for other in graph.node_inputs(node):
+            if other in computed and any(
+                    graph.is_batchnorm(gm, n) for n in _ancestors(other, within=computed)):
+                return True
+    return False
+
+
+def _descendants(node: fx.Node, avoid: fx.Node) -> set[fx.Node]:
+    """Nodes computed from ``node`` along paths that do not pass through ``avoid``."""
+    found: set[fx.Node] = set()
+    frontier = [node]
+    while frontier:
+        for user in frontier.pop().users:
+            if user is not avoid and user not in found:
+                found.add(user)
+                frontier.append(user)
+    return found
+
+
+def _ancestors(node: fx.Node, within: set[fx.Node]) -> set[fx.Node]:
+    """``node`` and the nodes of ``within`` that it is computed from."""
+    found = {node}
+    frontier = [node]
+    while frontier:
+        for source in graph.node_inputs(frontier.pop()):
+            if source in within and source not in found:
+                found.add(source)
+                frontier.append(source)
+    return found
+
+
+def _sums_after(gm: fx.GraphModule, bn: fx.Node) -> Iterator[fx.Node]:
+    """The sums and differences the BatchNorm's output flows into, through dropout, identity
+    and other sums."""
+    frontier = list(bn.users)
+    seen: set[fx.Node] = set()
+    while frontier:
+        node = frontier.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        kind = graph.passthrough_kind(gm, node)
+        if kind in ("add", "sub"):
+            yield node
+        if kind in ("add", "sub", "dropout", "identity"):
+            frontier.extend(node.users)
+
+
 def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
     """Hits in one traced piece; ``prefix`` is its qualified name in the whole model."""
     for node in gm.graph.nodes:
@@ -58,6 +118,8 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
         if via:
             through = " (through " + ", ".join(graph.describe(gm, v, prefix) for v in via) + ")"
         reorderable = feeds_only(activation, node, via)
+        if not reorderable and is_block_branch(gm, node, activation):
+            continue
         if reorderable:
             advice = f"Move `{bn}` before the activation (it feeds only this BatchNorm)."
         else:
@@ -119,3 +181,55 @@ def fix(gm: fx.GraphModule, hit: Hit) -> str | None:
     bn.args = (layer, *bn.args[1:])
     activation.replace_input_with(layer, bn)
     return None
+
+
+# --- the source fix ----------------------------------------------------------------------------
+
+def _entries(node: ast.AST) -> list[ast.expr] | None:
+    """The entries of a list or tuple literal, or the arguments of an ``nn.Sequential(...)``."""
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return node.elts
+    if isinstance(node, ast.Call) and callee_name(node) == "Sequential" and not node.keywords:
+        return node.args
+    return None
+
+
+def _whole_line(lines: list[str], entry: ast.expr) -> bool:
+    """The entry has its lines to itself: only indentation before it, and after it a comma,
+    perhaps a comment, and the end of the line."""
+    first, last = lines[entry.lineno - 1], lines[entry.end_lineno - 1]
+    before = first.encode("utf-8")[:entry.col_offset].decode("utf-8", errors="replace")
+    after = last.encode("utf-8")[entry.end_col_offset:].decode("utf-8", errors="replace")
+    return not before.strip() and re.fullmatch(r"\s*,\s*(#.*)?\s*", after) is not None
+
+
+def source_edits(path: str, lines: list[str], tree: ast.Module,
+                 calls: list[tuple[int, int, int, int]]) -> list[Edit] | str:
+    """Edits that move the BatchNorm before the activation where the constructor calls of the
+    activation, the ops between and the BatchNorm (``calls``: their ast line/column spans, in
+    that order) are consecutive entries of one ``nn.Sequential(...)`` or list literal. Entries
+    on lines of their own move with their lines (and comments); entries sharing a line trade
+    places and leave the commas and comments where they are."""
+    for node in ast.walk(tree):
+        entries = _entries(node)
+        if not entries:
+            continue
+        spans = [(e.lineno, e.col_offset, e.end_lineno, e.end_col_offset) for e in entries]
+        if calls[0] not in spans:
+            continue
+        first = spans.index(calls[0])
+        moved = entries[first:first + len(calls)]
+        if spans[first:first + len(calls)] != calls:
+            break
+        if all(_whole_line(lines, e) for e in moved):
+            pieces = [((e.lineno, 0), (e.end_lineno + 1, 0)) for e in moved]
+        else:
+            pieces = [span_of(e, lines) for e in moved]
+        text = "".join(lines)
+        texts = [text[offset(lines, start):offset(lines, end)] for start, end in pieces]
+        rotated = [texts[-1], *texts[:-1]]
+        return [Edit(path, start, end, new, CODE, UNSAFE,
+                     "BatchNorm before the activation (retrain the model)")
+                for (start, end), new in zip(pieces, rotated)]
+    return ("the activation and the BatchNorm are not next to each other in one nn.Sequential"
+            " or list; move the BatchNorm before the activation by hand")
