@@ -288,8 +288,8 @@ def test_static_hook_blocks_inference_in_training_mode(static_hook, tmp_path):
     project.configure(config)
     project.write("predict.py", (
         '"""Print the predicted classes of a batch with a trained checkpoint."""\n'
-        "import sys\n\nimport torch\n\nfrom models.vgg import vgg11\n\n"
-        "model = vgg11()\nmodel.load_state_dict(torch.load(sys.argv[1]))\n"
+        "import sys\n\nimport torch\n\nfrom models.vgg import VGG\n\n"
+        "model = VGG(\"VGG11\")\nmodel.load_state_dict(torch.load(sys.argv[1]))\n"
         "with torch.no_grad():\n    logits = model(torch.load(sys.argv[2]))\n"
         "print(logits.argmax(1).tolist())\n"))
     result = project.commit()
