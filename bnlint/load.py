@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import fnmatch
 import importlib
+import importlib.machinery
 import importlib.util
 import inspect
 import os
@@ -183,7 +184,9 @@ def _import_file(path: Path):
         name = f"bnlint_user_{abs(hash(str(path))):x}_{path.stem}"
         if name in sys.modules:
             return sys.modules[name]
-        spec = importlib.util.spec_from_file_location(name, path)
+        # an explicit loader, so a script without the .py suffix imports too
+        loader = importlib.machinery.SourceFileLoader(name, str(path))
+        spec = importlib.util.spec_from_file_location(name, path, loader=loader)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         try:

@@ -189,3 +189,10 @@ def test_loading_leaves_sys_path_as_it_was(tmp_path):
 def test_bundled_fixtures_load_without_errors():
     report = lint_specs([str(FIXTURES)])
     assert not report.has_errors, [m for m in report.models if m.status == "error"]
+
+
+def test_named_file_without_py_suffix_is_loaded(tmp_path):
+    path = tmp_path / "train_model"
+    path.write_text(NET)
+    report = lint_specs([str(path)])
+    assert [f.code for f in report.findings] == ["BN001"]
