@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from bnlint.edits import read_source, split_lines
+
 
 
 @lru_cache(maxsize=1)
@@ -114,6 +116,11 @@ def recording():
             nn.Module.__init__ = original
 
 
+def recorded_site(module) -> Site | None:
+    """Where ``module`` was constructed, if it was built inside ``recording()``."""
+    return _sites.get(module)
+
+
 def construction_site(root, qualified_name: str) -> Site | None:
     """Where the submodule was built: recorded at construction, else found in the source of
     the parent's class (``self.<name> = ...``)."""
@@ -179,10 +186,12 @@ def call_site(stack_trace: str | None, name: str | None = None) -> Site | None:
 
 @lru_cache(maxsize=256)
 def _lines(path: str) -> tuple[str, ...]:
+    """The file's lines as ``ast`` numbers them, without their line endings."""
     try:
-        return tuple(Path(path).read_text(encoding="utf-8").splitlines())
+        text = read_source(path)
     except (OSError, UnicodeDecodeError):
         return ()
+    return tuple(line.rstrip("\r\n") for line in split_lines(text))
 
 
 def source_line(path: str, line: int) -> str:
