@@ -88,7 +88,8 @@ class _Fixer:
         for index, unit in enumerate(self.traced.units):
             for node in unit.gm.graph.nodes:
                 if node.op == "call_module":
-                    self.callers.setdefault(id(unit.gm.get_submodule(node.target)), set()).add(index)
+                    module = unit.gm.get_submodule(node.target)
+                    self.callers.setdefault(id(module), set()).add(index)
 
     def attempt(self, index: int, name: str, hits: list[tuple[Rule, Hit]]) -> bool:
         """Fix one finding, once: ``hits`` are its hits in one traced piece (several for a

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import sys
 import traceback
+from pathlib import Path
 
 import click
 
 from bnlint import __version__
 from bnlint.config import ConfigError, load_config
 from bnlint.render import FORMATS, render
-from bnlint.rules import RULES, UnknownRuleError
+from bnlint.rules import RULES, UnknownRuleError, enabled_codes
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -47,6 +48,17 @@ def _explain(ctx: click.Context, _param, value: str | None) -> None:
     ctx.exit(EXIT_CLEAN)
 
 
+def _tell(fixer, plan) -> None:
+    """On stderr, so that stdout stays the report or the diff: what the fixes could not do,
+    what was saved, and how many unsafe fixes were left out."""
+    for line in [*map(str, plan.notes if plan else fixer.notes), *fixer.saved]:
+        click.echo(line, err=True)
+    hidden = plan.hidden if plan else len(fixer.hidden)
+    if hidden:
+        click.echo(f"{hidden} more fix{'es' * (hidden != 1)} with --unsafe-fixes (they change "
+                   "what the model computes, so it needs training again).", err=True)
+
+
 EPILOG = """\b
 PATHS are .py files, folders (searched recursively), or specs naming a model:
   bnlint models/                        every model the files define
@@ -57,7 +69,12 @@ A plain file is imported only if its top level just defines things; a script tha
 would start work on import is skipped and named. Configure defaults in
 [tool.bnlint] of pyproject.toml; silence one line with `# bnlint: ignore[BN001]`.
 \b
-Exit status: 0 clean, 1 findings, 2 usage error or a model that failed to load.
+Fixing: --diff shows the edits, --fix makes the safe ones, --unsafe-fixes adds the ones
+that change what the model computes. --save-fixed DIR writes each fixed model (code and
+weights) to a new folder in DIR.
+\b
+Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to show),
+2 usage error or a model that failed to load.
 """
 
 
@@ -72,6 +89,16 @@ Exit status: 0 clean, 1 findings, 2 usage error or a model that failed to load.
 @click.option("--static", is_flag=True,
               help="Only the rules that read scripts without running them: nothing is imported, "
                    "so neither torch nor your own packages are needed.")
+@click.option("--fix", "apply_fixes", is_flag=True,
+              help="Apply the safe fixes to your source files (see --diff to look first).")
+@click.option("--unsafe-fixes", is_flag=True,
+              help="With --fix, --diff or --save-fixed: also apply the fixes that change what the "
+                   "model computes, so it needs training again (BN002).")
+@click.option("--diff", "show_diff", is_flag=True,
+              help="Print the fixes as a unified diff and write nothing.")
+@click.option("--save-fixed", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Write each model with fixes, as code and weights, to a new folder in DIR "
+                   "(existing files are never replaced).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
               help="Output format: text for people, json, sarif (code scanning), github (annotations).")
 @click.option("-v", "--verbose", is_flag=True,
@@ -81,22 +108,40 @@ Exit status: 0 clean, 1 findings, 2 usage error or a model that failed to load.
 @click.option("--list-rules", is_flag=True, callback=_list_rules, expose_value=False,
               is_eager=True, help="List every rule and exit.")
 @click.version_option(__version__, "--version", prog_name="bnlint")
-def main(paths, select, ignore, exclude, static, fmt, verbose):
+def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show_diff, save_fixed,
+         fmt, verbose):
     """Find BatchNorm mistakes in PyTorch models: a biased layer feeding BatchNorm (BN001),
     an activation before BatchNorm (BN002), and more (`bnlint --list-rules`)."""
     if not paths:
         raise click.UsageError("give the files, folders or model specs to check, e.g. `bnlint .`")
+    if unsafe_fixes and not (apply_fixes or show_diff or save_fixed):
+        raise click.UsageError("--unsafe-fixes goes with --fix, --diff or --save-fixed")
+    fixer = plan = fixed = None
     try:
         settings = load_config()
         from bnlint.lint import lint_specs
 
+        select, ignore = _codes(select) or settings.select, _codes(ignore) + settings.ignore
+        if apply_fixes or show_diff or save_fixed:
+            from bnlint.sourcefix import SourceFixer
+
+            fixer = SourceFixer(enabled_codes(select, ignore), unsafe=unsafe_fixes,
+                                save_to=save_fixed)
         report = lint_specs(
             paths,
-            select=_codes(select) or settings.select,
-            ignore=_codes(ignore) + settings.ignore,
+            select=select,
+            ignore=ignore,
             exclude=list(exclude) + settings.exclude,
             static=static,
+            on_model=fixer.visit_model if fixer else None,
+            on_script=fixer.visit_script if fixer else None,
         )
+        if fixer is not None and (apply_fixes or show_diff):
+            plan = fixer.plan()
+            if not show_diff:
+                plan.write()
+                remaining = plan.remaining(report, enabled_codes(select, ignore))
+                fixed, report = len(report.findings) - len(remaining.findings), remaining
     except (ConfigError, UnknownRuleError) as exc:
         click.echo(f"bnlint: error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
@@ -107,11 +152,24 @@ def main(paths, select, ignore, exclude, static, fmt, verbose):
         else:
             click.echo("Run again with --verbose for the traceback.", err=True)
         sys.exit(EXIT_ERROR)
-    render(report, fmt, sys.stdout, verbose=verbose)
+    if show_diff:
+        click.echo(plan.diff(), nl=False)
+        for m in report.models:
+            if m.status == "error":
+                click.echo(f"bnlint: error: {m.spec}: {m.reason}", err=True)
+        _tell(fixer, plan)
+        files = len(plan.changes)
+        click.echo(f"Would apply {plan.fixes} fix{'es' * (plan.fixes != 1)} to {files} "
+                   f"file{'s' * (files != 1)}." if files else "No fixes to apply.", err=True)
+        sys.exit(EXIT_ERROR if report.has_errors else EXIT_FINDINGS if files else EXIT_CLEAN)
+    render(report, fmt, sys.stdout, verbose=verbose, fixed=fixed)
+    if fixer is not None:
+        _tell(fixer, plan)
     if report.has_errors:
         if fmt in ("json", "sarif"):  # stdout is for programs: say on stderr what failed
             for m in report.models:
                 if m.status == "error":
                     click.echo(f"bnlint: error: {m.spec}: {m.reason}", err=True)
         sys.exit(EXIT_ERROR)
-    sys.exit(EXIT_FINDINGS if report.findings else EXIT_CLEAN)
+    # like a formatter in a pre-commit hook, --fix fails the run that changed files
+    sys.exit(EXIT_FINDINGS if report.findings or (plan and plan.changes) else EXIT_CLEAN)

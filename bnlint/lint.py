@@ -17,8 +17,9 @@ from bnlint.load import LoadError, build, load
 from bnlint.rules import GRAPH, RULES, SCRIPT, enabled_codes
 
 
-def check_scripts(files: Iterable[Path], codes: set[str]) -> list[Finding]:
-    """Run the enabled script rules (static: the files are parsed, never run)."""
+def check_scripts(files: Iterable[Path], codes: set[str], on_script=None) -> list[Finding]:
+    """Run the enabled script rules (static: the files are parsed, never run).
+    ``on_script(path, text, tree)`` sees every file they read (the fixer gathers edits)."""
     rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == SCRIPT]
     findings: list[Finding] = []
     if not rules:
@@ -29,6 +30,8 @@ def check_scripts(files: Iterable[Path], codes: set[str]) -> list[Finding]:
             tree = ast.parse(text, filename=str(path))
         except (OSError, UnicodeDecodeError, SyntaxError):
             continue  # the loader reports unreadable files
+        if on_script is not None:
+            on_script(path, text, tree)
         for rule in rules:
             for finding in rule.implementation().check(path, text, tree):
                 if not config.is_suppressed(finding.code, str(path), finding.line, finding.line):
@@ -37,15 +40,17 @@ def check_scripts(files: Iterable[Path], codes: set[str]) -> list[Finding]:
 
 
 def lint_specs(specs: Iterable[str], *, select=None, ignore=None, exclude=(),
-               static: bool = False) -> Report:
+               static: bool = False, on_model=None, on_script=None) -> Report:
     """``static=True`` keeps only the script rules; whenever no graph rule is enabled, nothing
-    is imported, so neither torch nor the user's packages are needed."""
+    is imported, so neither torch nor the user's packages are needed.
+    ``on_model(spec, model, findings)`` sees each model while it is alive, with its unmerged
+    findings, and ``on_script`` each script file read: that is how fixes are gathered."""
     codes = enabled_codes(select, ignore)
     if static:
         codes = {c for c in codes if RULES[c].scope == SCRIPT}
     loaded = load(specs, exclude, import_models=any(RULES[c].scope == GRAPH for c in codes))
     results: list[ModelResult] = list(loaded.results)
-    findings = check_scripts(dict.fromkeys(loaded.files), codes)
+    findings = check_scripts(dict.fromkeys(loaded.files), codes, on_script)
     if loaded.candidates:
         from bnlint.engine import analyse, merge
 
@@ -59,6 +64,8 @@ def lint_specs(specs: Iterable[str], *, select=None, ignore=None, exclude=(),
                 continue
             try:
                 found, result = analyse(model, candidate.spec, codes)
+                if on_model is not None:
+                    on_model(candidate.spec, model, found)
             except Exception as exc:  # noqa: BLE001 - one model must not end the whole run
                 results.append(ModelResult(
                     candidate.spec, "error", f"internal error while analysing: {exc!r}",

@@ -12,9 +12,15 @@ from bnlint.rules import RULES
 FORMATS = ("text", "json", "sarif", "github")
 
 
-def render(report: Report, fmt: str, out: TextIO, *, verbose: bool = False) -> None:
-    {"text": render_text, "json": render_json, "sarif": render_sarif,
-     "github": render_github}[fmt](report, out, verbose=verbose)
+def render(report: Report, fmt: str, out: TextIO, *, verbose: bool = False,
+           fixed: int | None = None) -> None:
+    """``fixed``: after ``--fix``, how many findings the fixes resolved (``report`` holds the
+    rest); the text summary counts both."""
+    if fmt == "text":
+        render_text(report, out, verbose=verbose, fixed=fixed)
+        return
+    {"json": render_json, "sarif": render_sarif, "github": render_github}[fmt](
+        report, out, verbose=verbose)
 
 
 def _where(f) -> str:
@@ -23,7 +29,8 @@ def _where(f) -> str:
     return f"{f.path}:{f.line}:{f.col}"
 
 
-def render_text(report: Report, out: TextIO, *, verbose: bool = False) -> None:
+def render_text(report: Report, out: TextIO, *, verbose: bool = False,
+                fixed: int | None = None) -> None:
     from rich.console import Console
     from rich.markup import escape
 
@@ -52,20 +59,32 @@ def render_text(report: Report, out: TextIO, *, verbose: bool = False) -> None:
         elif verbose:
             console.print(f"[bold]{escape(m.spec)}:[/] [green]analysed[/] (trace: {m.trace})")
     s = report.summary
-    if s["findings"]:
-        head = f"Found {s['findings']} finding{'s' * (s['findings'] != 1)}"
+    found = s["findings"] + (fixed or 0)
+    if found:
+        head = f"Found {found} finding{'s' * (found != 1)}"
     elif report.has_errors:
         head = "No findings, but not every model could be checked"
     else:
         head = "[green]All checks passed![/]"
     counts = [f"{s['models_analysed']} model{'s' * (s['models_analysed'] != 1)} analysed"]
+    if fixed is not None:
+        counts[:0] = [f"{fixed} fixed", f"{s['findings']} remaining"]
     if s["models_skipped"]:
         counts.append(f"{s['models_skipped']} skipped")
     if s["models_failed"]:
         counts.append(f"[red]{s['models_failed']} failed[/]")
     console.print(f"{head} ({', '.join(counts)}).")
+    if fixed is not None:
+        return  # the fix run itself says what it could not fix
+    unsafe = s["unsafe_fixable"]
+    hint = []
     if s["fixable"]:
-        console.print(f"[cyan]\\[*][/] {s['fixable']} fixable with a safe fix.")
+        hint.append(f"[cyan]\\[*][/] {s['fixable']} fixable with `--fix`")
+    if unsafe:
+        hint.append(f"{unsafe} {'more ' if hint else ''}with `--fix --unsafe-fixes`, which "
+                    "changes what the model computes")
+    if hint:
+        console.print("; ".join(hint) + " (`--diff` shows the edits first).")
 
 
 def render_json(report: Report, out: TextIO, *, verbose: bool = False) -> None:

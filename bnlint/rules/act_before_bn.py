@@ -6,11 +6,14 @@ pre-activations, which is what keeps them in the activation's useful range.
 
 from __future__ import annotations
 
+import ast
+import re
 from collections.abc import Iterator
 
 from torch import fx, nn
 
 from bnlint import graph
+from bnlint.edits import Edit, callee_name, offset, span_of
 from bnlint.findings import UNSAFE, Hit
 
 CODE = "BN002"
@@ -178,3 +181,55 @@ def fix(gm: fx.GraphModule, hit: Hit) -> str | None:
     bn.args = (layer, *bn.args[1:])
     activation.replace_input_with(layer, bn)
     return None
+
+
+# --- the source fix ----------------------------------------------------------------------------
+
+def _entries(node: ast.AST) -> list[ast.expr] | None:
+    """The entries of a list or tuple literal, or the arguments of an ``nn.Sequential(...)``."""
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return node.elts
+    if isinstance(node, ast.Call) and callee_name(node) == "Sequential" and not node.keywords:
+        return node.args
+    return None
+
+
+def _whole_line(lines: list[str], entry: ast.expr) -> bool:
+    """The entry has its lines to itself: only indentation before it, and after it a comma,
+    perhaps a comment, and the end of the line."""
+    first, last = lines[entry.lineno - 1], lines[entry.end_lineno - 1]
+    before = first.encode("utf-8")[:entry.col_offset].decode("utf-8", errors="replace")
+    after = last.encode("utf-8")[entry.end_col_offset:].decode("utf-8", errors="replace")
+    return not before.strip() and re.fullmatch(r"\s*,\s*(#.*)?\s*", after) is not None
+
+
+def source_edits(path: str, lines: list[str], tree: ast.Module,
+                 calls: list[tuple[int, int, int, int]]) -> list[Edit] | str:
+    """Edits that move the BatchNorm before the activation where the constructor calls of the
+    activation, the ops between and the BatchNorm (``calls``: their ast line/column spans, in
+    that order) are consecutive entries of one ``nn.Sequential(...)`` or list literal. Entries
+    on lines of their own move with their lines (and comments); entries sharing a line trade
+    places and leave the commas and comments where they are."""
+    for node in ast.walk(tree):
+        entries = _entries(node)
+        if not entries:
+            continue
+        spans = [(e.lineno, e.col_offset, e.end_lineno, e.end_col_offset) for e in entries]
+        if calls[0] not in spans:
+            continue
+        first = spans.index(calls[0])
+        moved = entries[first:first + len(calls)]
+        if spans[first:first + len(calls)] != calls:
+            break
+        if all(_whole_line(lines, e) for e in moved):
+            pieces = [((e.lineno, 0), (e.end_lineno + 1, 0)) for e in moved]
+        else:
+            pieces = [span_of(e, lines) for e in moved]
+        text = "".join(lines)
+        texts = [text[offset(lines, start):offset(lines, end)] for start, end in pieces]
+        rotated = [texts[-1], *texts[:-1]]
+        return [Edit(path, start, end, new, CODE, UNSAFE,
+                     "BatchNorm before the activation (retrain the model)")
+                for (start, end), new in zip(pieces, rotated)]
+    return ("the activation and the BatchNorm are not next to each other in one nn.Sequential"
+            " or list; move the BatchNorm before the activation by hand")

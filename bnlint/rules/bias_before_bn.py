@@ -6,6 +6,8 @@ it cancels out: the bias gets gradients of zero and only shifts the running mean
 
 from __future__ import annotations
 
+import ast
+import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -13,6 +15,7 @@ import torch
 from torch import fx, nn
 
 from bnlint import graph
+from bnlint.edits import Edit, add_argument, callee_name, span_of
 from bnlint.findings import SAFE, Hit
 
 CODE = "BN001"
@@ -127,7 +130,8 @@ def plan(gm: fx.GraphModule, target: str) -> Fold | str:
     layer = gm.get_submodule(target)
     own = _own_forward(layer)
     if own is not None:
-        return f"`{type(layer).__name__}` defines its own `{own}`, so how it uses the bias is unknown"
+        return (f"`{type(layer).__name__}` defines its own `{own}`, so how it uses the bias is "
+                "unknown")
     if nn.parameter.is_lazy(layer.bias):
         return "the layer is lazy and not initialised yet"
     if any(n.op == "get_attr" and n.target == f"{target}.bias" for n in gm.graph.nodes):
@@ -144,11 +148,12 @@ def plan(gm: fx.GraphModule, target: str) -> Fold | str:
         if node in reach:
             continue
         if graph.is_batchnorm(gm, node):
-            source = graph.tensor_input(node)
-            if source in reach:
+            value = graph.tensor_input(node)
+            if value in reach:
                 if node.op != "call_module":
-                    return "it feeds a functional batch_norm; the bias folds only into BatchNorm modules"
-                arrivals[node] = reach[source]
+                    return ("it feeds a functional batch_norm; the bias folds only into "
+                            "BatchNorm modules")
+                arrivals[node] = reach[value]
             continue
         kind = graph.passthrough_kind(gm, node)
         operands = [(i, reach[a]) for i, a in _operands(node) if a in reach]
@@ -214,3 +219,44 @@ def fix(gm: fx.GraphModule, hit: Hit) -> str | None:
                 running_mean -= count * bias.repeat_interleave(repeat).to(running_mean.dtype)
     layer.bias = None
     return None
+
+
+# --- the source fix ----------------------------------------------------------------------------
+
+def _bias_parameter(layer_type: type) -> tuple[bool, int | None]:
+    """Whether the constructor takes ``bias``, and its position if it may be passed by position."""
+    try:
+        parameters = list(inspect.signature(layer_type).parameters.values())
+    except (TypeError, ValueError):
+        return False, None
+    positional = [p.name for p in parameters if p.kind in (
+        inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    if "bias" in positional:
+        return True, positional.index("bias")
+    return any(p.name == "bias" for p in parameters), None
+
+
+def source_edit(path: str, lines: list[str], call: ast.Call, layer_type: type) -> Edit | str:
+    """The edit that makes the constructor call ``call``, which built ``layer_type`` layers,
+    pass ``bias=False``: an explicit ``bias`` argument (keyword or positional) becomes
+    ``False``, else the keyword is added. Or why the call cannot be edited safely."""
+    def edit(start, end, text):
+        return Edit(path, start, end, text, CODE, SAFE,
+                    "bias=False: BatchNorm after it cancels the bias")
+
+    keyword = next((k for k in call.keywords if k.arg == "bias"), None)
+    if keyword is not None:
+        return edit(*span_of(keyword.value, lines), "False")
+    name = layer_type.__name__
+    callee = callee_name(call)
+    if callee != name:
+        return f"`{callee or 'the callee'}(...)` builds the {name} indirectly and passes no `bias=`"
+    if any(isinstance(a, ast.Starred) for a in call.args) or any(
+            k.arg is None for k in call.keywords):
+        return "the call passes *args or **kwargs, which may already hold the bias"
+    takes_bias, index = _bias_parameter(layer_type)
+    if not takes_bias:
+        return f"`{name}` has no `bias` parameter"
+    if index is not None and index < len(call.args):
+        return edit(*span_of(call.args[index], lines), "False")
+    return edit(*add_argument(lines, call, "bias=False"))
