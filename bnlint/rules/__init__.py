@@ -55,6 +55,22 @@ RULES: dict[str, Rule] = {
             fix="unsafe",
         ),
         Rule(
+            code="BN003",
+            name="inference-in-train-mode",
+            summary="Model runs inference (no_grad, export, trace) while it may be in training mode",
+            scope=SCRIPT,
+            impl="bnlint.rules.inference_in_train",
+            fix="unsafe",
+        ),
+        Rule(
+            code="BN004",
+            name="training-in-eval-mode",
+            summary="Model is trained while an earlier evaluation may have left it in eval mode",
+            scope=SCRIPT,
+            impl="bnlint.rules.training_in_eval",
+            fix="unsafe",
+        ),
+        Rule(
             code="BN005",
             name="deep-plain-network",
             summary="Four or more layer + activation stages in a row with no normalisation",

@@ -1,0 +1,219 @@
+"""BN004: a model trained while an earlier evaluation may have left it in eval mode, found by
+reading the training scripts."""
+
+import ast
+
+import pytest
+
+from bnlint.edits import apply_edits
+from bnlint.lint import lint_specs
+from bnlint.rules import training_in_eval
+from conftest import FIXTURES, line_of
+
+SCRIPTS = FIXTURES / "scripts"
+HEADER = "import torch\nfrom torch import nn\n"
+
+LOOP = """
+model = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+{setup}
+for epoch in range(3):
+{epoch_top}
+    for x in torch.randn(4, 16, 8):
+        loss = model(x).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+{epoch_end}
+"""
+
+
+def bn004(report):
+    return [f for f in report.findings if f.code == "BN004"]
+
+
+def script(lint_code, body: str):
+    return bn004(lint_code(HEADER + body, name="train.py", select=["BN004"]))
+
+
+def loop(setup="", epoch_top="", epoch_end=""):
+    return LOOP.format(setup=setup, epoch_top=f"    {epoch_top}" if epoch_top else "",
+                       epoch_end=f"    {epoch_end}" if epoch_end else "")
+
+
+def fixed(path):
+    text = path.read_text()
+    return apply_edits(text, training_in_eval.fix(path, text, ast.parse(text)))
+
+
+@pytest.mark.parametrize("name, needle, variable, cause", [
+    ("train_val_leak.py", "loss = F.cross_entropy(model(images), labels)", "model",
+     "in `evaluate()` called at line"),
+    ("trainer_leak.py", "loss = F.cross_entropy(self.model(x), y)", "self.model",
+     "in `validate()` called at line"),
+])
+def test_finds_training_after_a_validation_in_fixture_scripts(name, needle, variable, cause):
+    path = SCRIPTS / name
+    [finding] = bn004(lint_specs([str(path)], select=["BN004"]))
+    assert finding.line == line_of(path, needle)
+    assert finding.path == f"fixtures/scripts/{name}"
+    assert f"`{variable}` is trained here but may be in eval mode" in finding.message
+    assert cause in finding.message and "previous pass of the loop at line" in finding.message
+    assert finding.related == (cause.split("`")[1].rstrip("()"),)
+    assert finding.fix == "unsafe"
+
+
+@pytest.mark.parametrize("name", [
+    "train_val_ok.py", "frozen_backbone.py", "mode_variable.py", "predict_eval_mode.py",
+    "export_eval_mode.py", "validate_in_train_mode.py",
+])
+def test_silent_on_scripts_that_keep_the_mode_right(name):
+    assert bn004(lint_specs([str(SCRIPTS / name)], select=["BN004"])) == []
+
+
+VALIDATE = """def validate(net):
+    net.eval()
+    with torch.no_grad():
+        return net(torch.randn(4, 8)).mean()
+"""
+
+
+@pytest.mark.parametrize("setup, epoch_end, line, cause", [
+    # a direct switch at the end of every epoch, train() only once before the loop
+    ("model.train()", "model.eval()", 10, "set by `model.eval()` at line 14"),
+    # a validation helper, with a new model never switched to training mode explicitly
+    (VALIDATE, "print(validate(model))", 14,
+     "set by `net.eval()` at line 7, in `validate()` called at line 18"),
+])
+def test_finds_eval_leaking_into_the_next_epoch(lint_code, setup, epoch_end, line, cause):
+    [finding] = script(lint_code, loop(setup, "", epoch_end))
+    assert finding.line == line
+    assert cause in finding.message
+
+
+@pytest.mark.parametrize("setup, epoch_top, epoch_end", [
+    # train() at the top of every epoch
+    ("", "model.train()", "model.eval()"),
+    # fine-tuning with BatchNorm frozen: eval() on purpose, at the top of each epoch
+    ("", "model.eval()", ""),
+    # frozen on purpose once, no evaluation in between
+    ("model.eval()", "", ""),
+    # the mode decided by a flag bnlint cannot know
+    ("import sys", "model.train('--freeze' not in sys.argv)", "model.eval()"),
+])
+def test_silent_when_the_mode_is_deliberate_or_restored(lint_code, setup, epoch_top, epoch_end):
+    assert script(lint_code, loop(setup, epoch_top, epoch_end)) == []
+
+
+def test_finds_training_right_after_an_evaluation(lint_code):
+    [finding] = script(lint_code, """
+model = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+model.eval()
+with torch.no_grad():
+    baseline = model(torch.randn(16, 8)).mean()
+for x in torch.randn(4, 16, 8):
+    loss = model(x).pow(2).mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+""")
+    assert finding.line == 10
+    assert "for the inference at line 8" in finding.message
+
+
+def test_silent_on_an_eval_mode_teacher(lint_code):
+    """A teacher evaluated, then used (without no_grad) to train a student: its parameters go to
+    no optimiser and it is never in training mode, so eval mode is deliberate."""
+    assert script(lint_code, """
+teacher = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8))
+student = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8))
+optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+teacher.eval()
+with torch.no_grad():
+    print(teacher(torch.randn(16, 8)).mean())
+student.train()
+for epoch in range(3):
+    for x in torch.randn(4, 16, 8):
+        loss = (student(x) - teacher(x).detach()).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+""") == []
+
+
+def test_follows_a_training_helper_called_in_the_loop(lint_code):
+    """The training step lives in a helper that takes the model; the evaluation that leaks
+    is another helper, both called from the epoch loop of main()."""
+    [finding] = script(lint_code, """
+def train_one_epoch(model, optimizer):
+    for x in torch.randn(4, 16, 8):
+        loss = model(x).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+@torch.no_grad()
+def evaluate(model):
+    model.eval()
+    return model(torch.randn(16, 8)).mean()
+
+
+def main():
+    net = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8))
+    optimizer = torch.optim.Adam(net.parameters())
+    for epoch in range(3):
+        train_one_epoch(net, optimizer)
+        print(evaluate(net))
+
+
+if __name__ == "__main__":
+    main()
+""")
+    assert finding.line == 6
+    assert "in `evaluate()` called at line 23" in finding.message
+
+
+def test_fix_inserts_train_at_the_top_of_the_training_loop():
+    path = SCRIPTS / "train_val_leak.py"
+    after = fixed(path).splitlines()
+    loop_line = after.index("    for images, labels in train_loader:")
+    assert after[loop_line + 1] == "        model.train()"
+    assert after[loop_line + 2] == "        loss = F.cross_entropy(model(images), labels)"
+
+
+def test_fixed_scripts_are_clean(tmp_path):
+    for name in ("train_val_leak.py", "trainer_leak.py"):
+        path = tmp_path / name
+        path.write_text(fixed(SCRIPTS / name))
+        assert bn004(lint_specs([str(path)])) == []
+
+
+def test_fix_falls_back_to_the_step_when_the_loop_top_is_not_enough(lint_code, tmp_path):
+    """A mid-epoch evaluation after the top of the loop would switch it back again."""
+    [finding] = script(lint_code, """
+model = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+model.train()
+for step, x in enumerate(torch.randn(40, 16, 8)):
+    if step % 10 == 0:
+        model.eval()
+        with torch.no_grad():
+            print(model(x).mean())
+    loss = model(x).pow(2).mean()
+    loss.backward()
+    optimizer.step()
+""")
+    assert finding.line == 12 and finding.fix == "unsafe"
+    path = tmp_path / "train.py"
+    after = fixed(path).splitlines()
+    assert after[11:13] == ["    model.train()", "    loss = model(x).pow(2).mean()"]
+
+
+@pytest.mark.parametrize("comment", ["# bnlint: ignore[BN004]", "# noqa: BN004"])
+def test_suppressed_by_a_comment_on_the_training_step(lint_code, tmp_path, comment):
+    body = loop("model.train()", "", "model.eval()").replace(
+        "loss = model(x).pow(2).mean()", f"loss = model(x).pow(2).mean()  {comment}")
+    assert script(lint_code, body) == []
+    assert fixed(tmp_path / "train.py") == (tmp_path / "train.py").read_text()
