@@ -157,13 +157,15 @@ class SourceFixer:
     def visit_model(self, spec: str, model, findings: list[Finding]) -> None:
         from bnlint.autofix import fix
 
-        result = fix(model, select=sorted(self.codes), unsafe=self.unsafe)
-        if self.save_to is not None:
-            self._save(spec, result)
         for name, module in model.named_modules():
             site = source.recorded_site(module)
             if site is not None:
                 self.built.setdefault(site, {})[(spec, name)] = type(module)
+        if not any(f.fix for f in findings):
+            return  # nothing to fix: only the calls it made count (above)
+        result = fix(model, select=sorted(self.codes), unsafe=self.unsafe)
+        if self.save_to is not None:
+            self._save(spec, result)
         fixable = {(f.code, f.module): f for f in findings if f.fix and f.module}
         for entry in result.skipped:
             finding = fixable.get((entry.code, entry.module))

@@ -196,3 +196,33 @@ def test_unsafe_fixes_alone_is_a_usage_error(project):
     result = bnlint("model.py", "--unsafe-fixes")
     assert result.exit_code == 2
     assert "--unsafe-fixes goes with --fix, --diff or --save-fixed" in result.output
+
+
+def test_a_call_shared_by_two_models_is_edited_only_if_both_are_fixed(project):
+    """Model A's conv feeds BatchNorm, model B's (built by the same helper) does not: the
+    helper keeps its bias, and the note names the layer that needs it."""
+    path = project / "two.py"
+    source = (
+        "import torch.nn as nn\n\n\n"
+        "def conv(channels):\n"
+        "    return nn.Conv2d(channels, channels, 3, padding=1)\n\n\n"
+        "class A(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = conv(4)\n"
+        "        self.bn = nn.BatchNorm2d(4)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.bn(self.conv(x))\n\n\n"
+        "class B(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = conv(4)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.conv(x).relu()\n"
+    )
+    path.write_text(source)
+    result = bnlint(path.name, "--fix")
+    assert path.read_text() == source
+    assert ("two.py:5:12: BN001 not fixed in the source: the same call also builds `conv` "
+            "(in two.py:B()), where its bias is not dead") in result.stderr
+    assert result.exit_code == 1
