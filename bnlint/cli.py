@@ -6,13 +6,15 @@ files, or an internal error.
 
 from __future__ import annotations
 
+import re
 import sys
 import traceback
 from pathlib import Path
 
 import click
 
-from bnlint import __version__
+from bnlint import __version__, render_bench
+from bnlint.render_bench import DEFAULTS as BENCH_DEFAULTS
 from bnlint.config import ConfigError, load_config
 from bnlint.render import FORMATS, render
 from bnlint.rules import RULES, UnknownRuleError, enabled_codes
@@ -59,6 +61,70 @@ def _tell(fixer, plan) -> None:
                    "what the model computes, so it needs training again).", err=True)
 
 
+BENCH_ONLY = ("lr_sweep", "plot", "input_shape", "data", "steps", "seeds", "lr", "time_budget",
+              "device")
+
+
+def _input_shape(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
+    """``3,32,32``, ``3x32x32`` or ``(3, 32, 32)`` -> ``(3, 32, 32)``."""
+    if value is None:
+        return None
+    text = re.sub(r"\s", "", value).strip("()[]").rstrip(",")
+    if not re.fullmatch(r"[1-9]\d*([,x][1-9]\d*)*", text):
+        raise click.BadParameter(f"{value!r} is not a shape; write it like 3,32,32")
+    return tuple(int(d) for d in re.split("[,x]", text))
+
+
+def _check_bench(ctx: click.Context, bench: bool, fmt: str, fixing: bool, plot) -> None:
+    if not bench:
+        for name in BENCH_ONLY:
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+                raise click.UsageError(f"--{name.replace('_', '-')} goes with --bench")
+        return
+    if fixing:
+        raise click.UsageError("--bench trains fixed copies and changes no file; use it "
+                               "without --fix, --diff and --save-fixed")
+    if fmt not in ("text", "json"):
+        raise click.UsageError("--bench reports as text or json")
+    if plot and not render_bench.plot_available():
+        raise click.UsageError("--plot needs matplotlib, which is not installed: "
+                               "pip install 'bnlint[plot]'")
+
+
+def _keep_fixable(models: list):
+    """``on_model`` for --bench: keep each model with a finding that has a fix."""
+    def visit(spec, model, findings):
+        if any(f.fix for f in findings):
+            models.append((spec, model))
+    return visit
+
+
+def _bench(models, select, ignore, options) -> list:
+    from bnlint.bench import BenchError, bench_models
+
+    try:
+        return bench_models(models, select=select, ignore=ignore,
+                            progress=render_bench.progress_bar, **options)
+    except BenchError as exc:  # --data that cannot be loaded: no model can be benchmarked
+        click.echo(f"bnlint: error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+
+
+def _show_bench(entries, fmt: str, plot, verbose: bool) -> None:
+    """The text tables (JSON has them already), the plot, and on stderr each model that
+    could not be benchmarked."""
+    if fmt == "text":
+        render_bench.render_text(entries, sys.stdout)
+    for entry in entries:
+        if entry.error:
+            click.echo(f"bnlint: error: {entry.spec}: benchmark not run: {entry.error}", err=True)
+            if verbose and entry.detail:
+                click.echo(entry.detail, err=True)
+    if plot:
+        render_bench.write_plot(entries, plot)
+        click.echo(f"Loss curves written to {plot}", err=True)
+
+
 EPILOG = """\b
 PATHS are .py files, folders (searched recursively), or specs naming a model:
   bnlint models/                        every model the files define
@@ -99,6 +165,33 @@ Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to
 @click.option("--save-fixed", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Write each model with fixes, as code and weights, to a new folder in DIR "
                    "(existing files are never replaced).")
+@click.option("--bench", is_flag=True,
+              help="Train each fixable model and a fixed copy side by side for a short budget and "
+                   "say whether the fixes help (every fix of the enabled rules, unsafe ones "
+                   "included; nothing is written).")
+@click.option("--lr-sweep", is_flag=True,
+              help="With --bench: also find the largest learning rate at which each trains.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.png",
+              help="With --bench: plot the loss curves of every seed (needs matplotlib: "
+                   "pip install 'bnlint[plot]').")
+@click.option("--input-shape", callback=_input_shape, metavar="C,H,W",
+              help="With --bench: the shape of one input, without the batch dimension. Default: "
+                   "INPUT_SHAPE in the model's class or file, else found by probing.")
+@click.option("--data", metavar="MODULE:FUNCTION",
+              help="With --bench: train on your data, from a function that returns a DataLoader "
+                   "or (inputs, targets) tensors. Default: a synthetic task fitted to the model.")
+@click.option("--steps", type=click.IntRange(1), default=BENCH_DEFAULTS["steps"],
+              show_default=True, help="With --bench: training steps of each run.")
+@click.option("--seeds", type=click.IntRange(1), default=BENCH_DEFAULTS["seeds"],
+              show_default=True,
+              help="With --bench: runs of each model, each from its own weights and batches.")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=BENCH_DEFAULTS["lr"],
+              show_default=True, help="With --bench: the SGD learning rate (momentum 0.9).")
+@click.option("--time-budget", type=click.FloatRange(0), default=BENCH_DEFAULTS["time_budget"],
+              show_default=True, metavar="SECONDS",
+              help="With --bench: cut the steps of every run alike to fit; 0 for no limit.")
+@click.option("--device", metavar="DEVICE",
+              help="With --bench: where to train. Default: cuda when available, else cpu.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
               help="Output format: text for people, json, sarif (code scanning), github (annotations).")
 @click.option("-v", "--verbose", is_flag=True,
@@ -109,6 +202,7 @@ Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to
               is_eager=True, help="List every rule and exit.")
 @click.version_option(__version__, "--version", prog_name="bnlint")
 def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show_diff, save_fixed,
+         bench, lr_sweep, plot, input_shape, data, steps, seeds, lr, time_budget, device,
          fmt, verbose):
     """Find BatchNorm mistakes in PyTorch models: a biased layer feeding BatchNorm (BN001),
     an activation before BatchNorm (BN002), and more (`bnlint --list-rules`)."""
@@ -116,7 +210,10 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
         raise click.UsageError("give the files, folders or model specs to check, e.g. `bnlint .`")
     if unsafe_fixes and not (apply_fixes or show_diff or save_fixed):
         raise click.UsageError("--unsafe-fixes goes with --fix, --diff or --save-fixed")
-    fixer = plan = fixed = None
+    _check_bench(click.get_current_context(), bench, fmt, apply_fixes or show_diff or save_fixed,
+                 plot)
+    fixer = plan = fixed = entries = None
+    benched: list = []
     try:
         settings = load_config()
         from bnlint.lint import lint_specs
@@ -133,7 +230,7 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
             ignore=ignore,
             exclude=list(exclude) + settings.exclude,
             static=static,
-            on_model=fixer.visit_model if fixer else None,
+            on_model=fixer.visit_model if fixer else _keep_fixable(benched) if bench else None,
             on_script=fixer.visit_script if fixer else None,
         )
         if fixer is not None and (apply_fixes or show_diff):
@@ -142,6 +239,10 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
                 plan.write()
                 remaining = plan.remaining(report, enabled_codes(select, ignore))
                 fixed, report = len(report.findings) - len(remaining.findings), remaining
+        if bench:
+            entries = _bench(benched, select, ignore, dict(
+                lr_sweep=lr_sweep, input_shape=input_shape, data=data, steps=steps, seeds=seeds,
+                lr=lr, time_budget=time_budget, device=device))
     except (ConfigError, UnknownRuleError) as exc:
         click.echo(f"bnlint: error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
@@ -162,7 +263,12 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
         click.echo(f"Would apply {plan.fixes} fix{'es' * (plan.fixes != 1)} to {files} "
                    f"file{'s' * (files != 1)}." if files else "No fixes to apply.", err=True)
         sys.exit(EXIT_ERROR if report.has_errors else EXIT_FINDINGS if files else EXIT_CLEAN)
-    render(report, fmt, sys.stdout, verbose=verbose, fixed=fixed)
+    if entries is not None and fmt == "json":
+        render_bench.render_json(report, entries, sys.stdout)
+    else:
+        render(report, fmt, sys.stdout, verbose=verbose, fixed=fixed)
+    if entries is not None:
+        _show_bench(entries, fmt, plot, verbose)
     if fixer is not None:
         _tell(fixer, plan)
     if report.has_errors:
@@ -170,6 +276,8 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
             for m in report.models:
                 if m.status == "error":
                     click.echo(f"bnlint: error: {m.spec}: {m.reason}", err=True)
+        sys.exit(EXIT_ERROR)
+    if entries and any(e.error for e in entries):
         sys.exit(EXIT_ERROR)
     # like a formatter in a pre-commit hook, --fix fails the run that changed files
     sys.exit(EXIT_FINDINGS if report.findings or (plan and plan.changes) else EXIT_CLEAN)

@@ -1,0 +1,207 @@
+"""Benchmark results -> a compact table with sparkline loss curves, JSON, a PNG plot; and the
+progress bar shown on a terminal while models train.
+
+Imports neither torch nor matplotlib until a plot is written: the results are plain data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TextIO
+
+# the defaults of ``bnlint --bench`` and of ``bnlint.benchmark``: on 2 CPU cores the fixture
+# models finish in well under 30 s
+DEFAULTS = {"steps": 200, "seeds": 3, "lr": 0.02, "time_budget": 20.0}
+
+SPARKS = "▁▂▃▄▅▆▇█"
+SPARK_WIDTH = 20
+VERDICT_STYLE = {"improved": "bold green", "worse": "bold red"}
+
+
+def plot_available() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _chunks(values: Sequence[float], width: int) -> list[float]:
+    """``values`` squeezed (or kept) to at most ``width`` points, each the mean of its chunk."""
+    if len(values) <= width:
+        return list(values)
+    edges = [round(i * len(values) / width) for i in range(width + 1)]
+    return [sum(values[a:b]) / (b - a) for a, b in zip(edges, edges[1:])]
+
+
+def sparkline(values: Sequence[float], lo: float, hi: float, *, log: bool = False,
+              width: int = SPARK_WIDTH) -> str:
+    """One character per point, on the scale ``lo``..``hi`` shared by the curves compared."""
+    scale = math.log if log else (lambda v: v)
+    bottom, top = scale(lo), scale(hi)
+    chars = []
+    for value in _chunks(values, width):
+        level = 0.0 if top == bottom else (scale(value) - bottom) / (top - bottom)
+        chars.append(SPARKS[min(len(SPARKS) - 1, max(0, round(level * (len(SPARKS) - 1))))])
+    return "".join(chars)
+
+
+def _curves(report) -> tuple[list[list[float]], float, float, bool]:
+    curves = [v.mean_curve() for v in report.variants]
+    values = [x for c in curves for x in c if math.isfinite(x)]
+    if not values:
+        return curves, 0.0, 1.0, False
+    lo, hi = min(values), max(values)
+    return curves, lo, hi, lo > 0 and hi / lo > 10
+
+
+def _final(variant) -> str:
+    diverged = sum(r.diverged for r in variant.runs)
+    if diverged:
+        return f"diverged {diverged}/{len(variant.runs)}"
+    if len(variant.runs) == 1:
+        return f"{variant.final_mean:.3g}"
+    return f"{variant.final_mean:.3g} ± {variant.final_std:.1g}"
+
+
+def _steps(variant) -> str:
+    steps = variant.steps_mean
+    return "-" if steps is None else f"{steps:.0f}"
+
+
+def _fixes(entry) -> str:
+    counts: dict[str, int] = {}
+    for fix in entry.applied:
+        counts[fix.code] = counts.get(fix.code, 0) + 1
+    return ", ".join(f"{code} ×{n}" for code, n in sorted(counts.items()))
+
+
+def _ratio(report) -> str:
+    if report.ratio == 0:
+        return "the original diverged, the fixed model did not"
+    if math.isinf(report.ratio):
+        return "the fixed model diverged, the original did not"
+    if math.isnan(report.ratio):
+        return "each diverged in some seeds"
+    seeds = len(report.original.runs)
+    return (f"final loss {report.ratio:.2f}× the original's (geometric mean over {seeds} "
+            f"seed{'s' * (seeds != 1)})")
+
+
+def render_text(entries, out: TextIO) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(file=out, highlight=False, soft_wrap=True)
+    for entry in entries:
+        console.print()
+        console.print(f"[bold]Benchmark of {escape(entry.spec)}[/]")
+        if entry.report is None:
+            reason = entry.error or "no fix applies to this model, so there is nothing to compare"
+            console.print(f"  [yellow]not run:[/] {escape(reason)}")
+            continue
+        report, settings = entry.report, entry.report.settings
+        console.print(f"  fixes    {_fixes(entry)} (the fixed model is a copy; no file changes)")
+        if entry.skipped:
+            console.print(f"  [dim]not applied: {len(entry.skipped)} "
+                          f"(`bnlint --diff --unsafe-fixes` says why)[/]")
+        console.print(f"  data     {escape(report.task.describe())}")
+        console.print(f"  training {settings['steps']} steps × {settings['seeds']} seeds, batch "
+                      f"{settings['batch_size']}, SGD lr {settings['lr']:g} momentum "
+                      f"{settings['momentum']:g}, on {settings['device']}")
+        sweep = settings["lr_sweep"] is not None
+        table = Table(box=None, padding=(0, 1), collapse_padding=True, pad_edge=False,
+                      show_edge=False)
+        headers = ["", "params", "final loss", "to target", "ms/step", "max lr", "loss curve"]
+        for header in headers if sweep else headers[:5] + headers[6:]:
+            table.add_column(header, no_wrap=True,
+                             justify="left" if header in ("", "final loss", "loss curve") else "right")
+        curves, lo, hi, log = _curves(report)
+        for variant, curve in zip(report.variants, curves):
+            row = [f"  {variant.name}", f"{variant.params:,}", _final(variant), _steps(variant),
+                   f"{variant.step_ms:.1f}"]
+            if sweep:
+                row.append("none" if variant.max_stable_lr is None else f"{variant.max_stable_lr:g}")
+            row.append(sparkline(curve, lo, hi, log=log))
+            table.add_row(*row)
+        console.print(table)
+        style = VERDICT_STYLE.get(report.verdict, "bold yellow")
+        console.print(f"  [{style}]{report.verdict}[/]: {_ratio(report)}")
+        console.print(f"  [dim]rule: {escape(report.rule)}[/]")
+        console.print(f"  [dim]to target: {escape(report.target)}[/]")
+        if sweep:
+            grid = ", ".join(f"{lr:g}" for lr in settings["lr_sweep"]["grid"])
+            console.print(f"  [dim]max lr: the largest of {grid} at which the model still trains "
+                          f"({settings['lr_sweep']['steps']} steps, seed 0): no divergence and "
+                          "a final loss at least 5% below the starting loss[/]")
+        for note in report.notes:
+            console.print(f"  [yellow]note:[/] {escape(note)}")
+
+
+def render_json(lint_report, entries, out: TextIO) -> None:
+    """The lint report's JSON, with a ``benchmarks`` list: full curves and settings."""
+    data = lint_report.to_dict()
+    data["benchmarks"] = [entry.to_dict() for entry in entries]
+    json.dump(data, out, indent=2)
+    out.write("\n")
+
+
+def write_plot(entries, path) -> None:
+    """Loss curves of both variants, every seed (thin) and their mean (thick), one panel per
+    benchmarked model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [e for e in entries if e.report is not None]
+    fig, axes = plt.subplots(max(1, len(shown)), 1, figsize=(8, 3.6 * max(1, len(shown))),
+                             squeeze=False)
+    for ax, entry in zip(axes[:, 0], shown):
+        report = entry.report
+        for colour, variant in zip(("tab:blue", "tab:orange"), report.variants):
+            for run in variant.runs:
+                ax.plot(range(1, len(run.losses) + 1), run.losses, color=colour, alpha=0.3,
+                        linewidth=0.8)
+            curve = variant.mean_curve()
+            ax.plot(range(1, len(curve) + 1), curve, color=colour, linewidth=2,
+                    label=f"{variant.name} ({_final(variant)})")
+        if all(x > 0 for v in report.variants for r in v.runs for x in r.losses):
+            ax.set_yscale("log")
+        ax.set_title(f"{entry.spec}: {report.verdict}", fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax.legend(fontsize=8)
+    if not shown:
+        axes[0, 0].text(0.5, 0.5, "no model was benchmarked", ha="center", va="center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@contextmanager
+def progress_bar(title: str, *, enabled: bool | None = None) -> Iterator:
+    """A rich progress bar on stderr while one model's benchmark trains; ``None`` (no bar)
+    unless stderr is a terminal, so piped and JSON output stay clean."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("steps"), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(title, total=None)
+
+        def update(label: str, done: int, total: int) -> None:
+            bar.update(task, description=f"{title}: {label}", completed=done, total=total)
+
+        yield update
