@@ -46,13 +46,21 @@ class FixResult:
     skipped: list[FixEntry] = field(default_factory=list)
 
 
+class CopyError(ValueError):
+    """The model cannot be deep-copied, and ``fix`` never changes the caller's model."""
+
+
 def fix(model: nn.Module, *, select=None, ignore=None, unsafe: bool = False) -> FixResult:
     """Fix what ``check`` finds in ``model``: safe fixes always, unsafe ones with ``unsafe=True``.
 
     Findings silenced by a ``# bnlint: ignore[...]`` / ``# noqa`` comment are left alone.
     """
     rules = [RULES[c] for c in sorted(enabled_codes(select, ignore)) if RULES[c].scope == GRAPH]
-    fixer = _Fixer(copy.deepcopy(model), unsafe)
+    try:
+        duplicate = copy.deepcopy(model)
+    except Exception as exc:  # noqa: BLE001 - whatever the user's attributes refuse
+        raise CopyError(f"fix works on a copy of the model; copy.deepcopy failed: {exc}") from exc
+    fixer = _Fixer(duplicate, unsafe)
     for _ in range(MAX_ROUNDS):
         progress = False
         for index, unit in enumerate(fixer.traced.units):

@@ -56,7 +56,7 @@ class Note:
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}:{self.col}: " if self.path else ""
-        return f"{where}{self.code} {self.message}"
+        return where + " ".join(part for part in (self.code, self.message) if part)
 
 
 def _note(code: str, message: str, site: source.Site | Finding | None) -> Note:
@@ -155,7 +155,7 @@ class SourceFixer:
     # --- gathering -----------------------------------------------------------------------------
 
     def visit_model(self, spec: str, model, findings: list[Finding]) -> None:
-        from bnlint.autofix import fix
+        from bnlint.autofix import CopyError, fix
 
         for name, module in model.named_modules():
             site = source.recorded_site(module)
@@ -163,7 +163,11 @@ class SourceFixer:
                 self.built.setdefault(site, {})[(spec, name)] = type(module)
         if not any(f.fix for f in findings):
             return  # nothing to fix: only the calls it made count (above)
-        result = fix(model, select=sorted(self.codes), unsafe=self.unsafe)
+        try:
+            result = fix(model, select=sorted(self.codes), unsafe=self.unsafe)
+        except CopyError as exc:
+            self.notes.append(Note("", f"{spec}: not fixed: {exc}"))
+            return
         if self.save_to is not None:
             self._save(spec, result)
         fixable = {(f.code, f.module): f for f in findings if f.fix and f.module}
@@ -258,6 +262,9 @@ class SourceFixer:
     def _edits(self, code: str, site: source.Site, fixed: set[tuple[str, str]],
                files: dict) -> list[Edit] | str:
         """The edits for the fix of ``code`` at ``site``, or why there are none."""
+        if code not in (BN001, BN002):
+            return ("bnlint has no source edit for this fix; `bnlint.fix` and --save-fixed apply "
+                    "it to the model")
         others = [key for key in self.built.get(site, {}) if key not in fixed]
         if others:
             spec, name = others[0]

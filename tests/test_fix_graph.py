@@ -10,6 +10,7 @@ import torch
 from torch import fx, nn
 
 import bnlint
+from bnlint.autofix import CopyError
 from tests.conftest import FIXTURES
 
 # float32 forward passes of the same function in a different order of operations
@@ -332,3 +333,44 @@ def test_a_layer_used_in_two_branches_is_not_fixed():
     result = bnlint.fix(BranchReuse())
     assert result.applied == []
     assert "another traced part" in result.skipped[0].reason
+
+
+class HoldsALock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        import threading
+
+        self.lock = threading.Lock()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+def test_a_model_that_cannot_be_copied_is_refused_not_changed():
+    model = HoldsALock()
+    with pytest.raises(CopyError, match="copy.deepcopy failed"):
+        bnlint.fix(model)
+    assert model.conv.bias is not None
+
+
+class FlattenThenNorm(nn.Module):
+    """ReLU, flatten, BatchNorm1d over every position: BatchNorm2d would be needed before."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, bias=False)
+        self.bn = nn.BatchNorm1d(4 * 4 * 4)
+
+    def forward(self, x):
+        return self.bn(torch.flatten(torch.relu(self.conv(x)), 1))
+
+
+def test_bn002_is_not_offered_where_moving_would_change_the_shape_batchnorm_sees():
+    [finding] = bnlint.check(FlattenThenNorm()).findings
+    assert finding.fix is None
+    assert "by hand (`torch.flatten` between them changes the layout" in finding.message
+    result = bnlint.fix(FlattenThenNorm(), unsafe=True)
+    assert result.applied == []
+    assert "changes the layout" in result.skipped[0].reason

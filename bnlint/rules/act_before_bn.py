@@ -120,8 +120,11 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
         reorderable = feeds_only(activation, node, via)
         if not reorderable and is_block_branch(gm, node, activation):
             continue
-        if reorderable:
+        blocker = why_not_movable(gm, node, activation, via)
+        if blocker is None:
             advice = f"Move `{bn}` before the activation (it feeds only this BatchNorm)."
+        elif reorderable:
+            advice = f"Move `{bn}` before the activation by hand ({blocker})."
         else:
             advice = (
                 "A plain reorder is not possible: the activation's output also feeds other"
@@ -137,7 +140,7 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
             module=bn if node.op == "call_module" else None,
             related=(act, *(graph.describe(gm, v, prefix) for v in via)),
             anchor=node,
-            fix=UNSAFE if reorderable and node.op == "call_module" else None,
+            fix=UNSAFE if blocker is None else None,
         )
 
 
@@ -152,30 +155,39 @@ def _is_glu(gm: fx.GraphModule, node: fx.Node) -> bool:
     return isinstance(graph.module_of(gm, node), nn.GLU) or name in ("glu", "glu_")
 
 
+def why_not_movable(gm: fx.GraphModule, bn: fx.Node, activation: fx.Node,
+                    via: list[fx.Node]) -> str | None:
+    """Why bnlint cannot move the BatchNorm right before the activation, or None if it can:
+    the move must keep every other use of the values and the shape BatchNorm sees."""
+    if bn.op != "call_module":
+        return "it is a functional batch_norm call, and bnlint moves BatchNorm modules only"
+    if not feeds_only(activation, bn, via):
+        return "the activation's output also feeds other layers"
+    if graph.tensor_input(activation) is None or _is_glu(gm, activation):
+        return "the activation changes the shape of its input"
+    for op in via:
+        if graph.passthrough_kind(gm, op) not in _KEEPS_CHANNELS:
+            return f"`{graph.describe(gm, op)}` between them changes the layout BatchNorm sees"
+    layer = graph.module_of(gm, graph.tensor_input(activation))
+    if any(graph.passthrough_kind(gm, op) == "pool" for op in via) and (
+            getattr(layer, "out_channels", None) != gm.get_submodule(bn.target).num_features):
+        return "bnlint cannot tell that the values before the pooling have BatchNorm's channels"
+    return None
+
+
 def fix(gm: fx.GraphModule, hit: Hit) -> str | None:
     """Rewire layer -> activation -> ... -> BatchNorm into layer -> BatchNorm -> activation -> ...
     The BatchNorm module and its state are kept; it now sees the activation's input, which
     changes what the model computes (hence unsafe: the model needs training again)."""
     bn = hit.anchor
-    if bn.op != "call_module":
-        return "the BatchNorm is a functional call; only BatchNorm modules are moved"
     found = feeding_activation(gm, bn)
     if found is None:
         return "no activation feeds it any more"
     activation, via = found
-    if not feeds_only(activation, bn, via):
-        return "the activation's output also feeds other layers, so the BatchNorm cannot move"
+    blocker = why_not_movable(gm, bn, activation, via)
+    if blocker is not None:
+        return blocker
     layer = graph.tensor_input(activation)
-    if layer is None or _is_glu(gm, activation):
-        return "the activation does not keep the shape of its input"
-    for op in via:
-        kind = graph.passthrough_kind(gm, op)
-        if kind not in _KEEPS_CHANNELS:
-            return f"`{graph.describe(gm, op)}` between them changes the layout BatchNorm sees"
-    channels = getattr(graph.module_of(gm, layer), "out_channels", None)
-    if any(graph.passthrough_kind(gm, op) == "pool" for op in via) and (
-            channels != gm.get_submodule(bn.target).num_features):
-        return "pooling sits between them and bnlint cannot tell that the channels match"
     bn.replace_all_uses_with(bn.args[0])
     activation.prepend(bn)
     bn.args = (layer, *bn.args[1:])
