@@ -123,8 +123,11 @@ def _imports(gm: fx.GraphModule, code: str) -> str:
     return "\n".join(_IMPORTS[n] for n in used)
 
 
-def write_model(model: nn.Module, folder: Path, *, title: str, fixes: list[str]) -> None:
-    """Write ``model`` to the new folder ``folder``; never replaces anything that exists."""
+def write_model(model: nn.Module, folder: Path, *, title: str = "A model fixed by bnlint",
+                fixes: list[str] = ()) -> None:
+    """Write ``model`` to the new folder ``folder`` (``title`` heads its docstring, which lists
+    ``fixes``); never replaces anything that exists. Raises ExportError with the reason when
+    the model cannot be written as code."""
     folder = Path(folder)
     if os.path.lexists(folder):
         raise ExportError(f"{folder} already exists; not overwriting it")

@@ -67,7 +67,7 @@ def render_text(report: Report, out: TextIO, *, verbose: bool = False,
     else:
         head = "[green]All checks passed![/]"
     counts = [f"{s['models_analysed']} model{'s' * (s['models_analysed'] != 1)} analysed"]
-    if fixed is not None:
+    if fixed is not None and found:
         counts[:0] = [f"{fixed} fixed", f"{s['findings']} remaining"]
     if s["models_skipped"]:
         counts.append(f"{s['models_skipped']} skipped")
