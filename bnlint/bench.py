@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 import statistics
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -36,6 +36,7 @@ MIN_EFFECT = 0.05          # a verdict needs the final loss to move by at least 
 SOLVED = 0.01              # losses below this fraction of the starting loss count as equal
 MAX_CLASSES = 10           # synthetic labels use at most this many of the model's outputs
 MIN_STEPS = 20             # a time budget never cuts a run shorter than this
+SWEEP_SHARE = 0.5          # each run of the learning-rate sweep is this fraction of a full run
 LR_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 IMAGE_SIZES = (32, 28, 64, 96, 128, 224, 16, 8)
 SEQUENCE_LENGTHS = (128, 64, 256, 32, 1000, 16)
@@ -275,10 +276,11 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 class SyntheticData:
     """A learnable task shaped to fit the model, the same every time for a given seed.
 
-    A sample is smooth random content (drawn at a coarse resolution and upsampled, so that
-    convolutional and linear models alike can read it) plus noise; its target is a fixed random
-    two-layer "teacher" network of the coarse content: the teacher's outputs scaled to unit
-    variance for regression, the index of its largest output for classification.
+    A sample is smooth random content (drawn at a coarse resolution and upsampled) plus noise.
+    Its target comes from a fixed random "teacher": a channel-mixing layer with ReLU applied
+    at every coarse position, averaged over positions (so convolutional networks with global
+    pooling can learn it as well as flat ones), then a linear layer. Regression targets are the
+    teacher's outputs scaled to unit variance; a class label is the index of the largest one.
     """
 
     HIDDEN = 64
@@ -291,17 +293,19 @@ class SyntheticData:
         shape = task.input_shape
         self.coarse = shape if len(shape) < 2 else (shape[0], *(min(d, 4) for d in shape[1:]))
         outputs = task.classes if task.kind == CLASSIFICATION else math.prod(task.output_shape)
-        features = math.prod(self.coarse)
         g = torch.Generator().manual_seed(seed)
-        self.w1 = torch.randn(features, self.HIDDEN, generator=g) / math.sqrt(features)
+        self.w1 = torch.randn(self.coarse[0], self.HIDDEN, generator=g) / math.sqrt(self.coarse[0])
         self.w2 = torch.randn(self.HIDDEN, outputs, generator=g)
-        sample = torch.tanh(torch.randn(4096, features, generator=g) @ self.w1) @ self.w2
-        # centred and scaled, so classes come out about equally often and targets have unit variance
+        self.centre, self.scale = torch.zeros(outputs), torch.ones(())
+        sample = self._teacher(torch.randn(4096, *self.coarse, generator=g))
+        # centred and scaled: classes come out about equally often, targets have unit variance
         self.centre = sample.mean(0)
-        self.scale = sample.std().clamp_min(1e-6)
+        self.scale = (sample - self.centre).std().clamp_min(1e-6)
 
     def _teacher(self, coarse: torch.Tensor) -> torch.Tensor:
-        return (torch.tanh(coarse.flatten(1) @ self.w1) @ self.w2 - self.centre) / self.scale
+        positions = coarse.flatten(2) if coarse.dim() > 2 else coarse.unsqueeze(2)
+        hidden = torch.relu(torch.einsum("ncp,ch->nhp", positions, self.w1)).mean(2)
+        return (hidden @ self.w2 - self.centre) / self.scale
 
     def _upsample(self, coarse: torch.Tensor) -> torch.Tensor:
         spatial = self.task.input_shape[1:]
@@ -426,11 +430,13 @@ def _sync(device: torch.device) -> None:
 
 
 def train(model: nn.Module, batches: Iterator[Batch], *, steps: int, lr: float, momentum: float,
-          loss_fn, device: torch.device, seed: int,
+          loss_fn, device: torch.device, seed: int, time_limit: float | None = None,
           on_step: Callable[[int], None] | None = None) -> tuple[list[float], bool, float]:
     """Train in place with SGD; (loss at each step, diverged, median step time in ms).
 
-    Training stops at the first loss that is not finite: the model has diverged."""
+    Training stops at the first loss that is not finite (the model has diverged), and once
+    past ``MIN_STEPS`` steps when ``time_limit`` seconds have passed."""
+    began = time.perf_counter()
     torch.manual_seed(seed)
     model.to(device).train()
     optimiser = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
@@ -460,6 +466,8 @@ def train(model: nn.Module, batches: Iterator[Batch], *, steps: int, lr: float, 
         losses.append(value)
         if on_step is not None:
             on_step(step + 1)
+        if time_limit and step + 1 >= MIN_STEPS and time.perf_counter() - began > time_limit:
+            break
     warm = times[2:] or times or [0.0]
     return losses, diverged, statistics.median(warm) * 1000
 
@@ -623,29 +631,40 @@ def benchmark(original: nn.Module, fixed: nn.Module, *, steps: int = DEFAULTS["s
 
     loss_fn = loss_function(task)
     notes: list[str] = []
-    if time_budget:
-        per_step = _calibrate(original, fixed, source(0), loss_fn, dev, lr, momentum)
-        units = seeds * steps + (len(LR_GRID) * _sweep_steps(steps) if lr_sweep else 0)
-        cut = max(MIN_STEPS, int(steps * time_budget / (units * per_step)))
-        if cut < steps:
-            notes.append(f"steps cut from {steps} to {cut} to fit --time-budget "
-                         f"{time_budget:g}s (a step of both models takes about "
-                         f"{per_step * 1000:.1f} ms)")
-            steps = cut
-    sweep_steps = _sweep_steps(steps) if lr_sweep else 0
-    counter = _Steps(progress, 2 * (seeds * steps + len(LR_GRID) * sweep_steps))
+    grid = len(LR_GRID) if lr_sweep else 0
 
+    def planned(steps: int) -> int:
+        return 2 * (seeds * steps + grid * _sweep_steps(steps))
+
+    counter = _Steps(progress, planned(steps))
     variants = (Variant("original", count_params(original)), Variant("fixed", count_params(fixed)))
+    trained = []
+    # each run's share of the budget: the runs of seed 0 find how many steps fit in it
+    share = time_budget * steps / planned(steps) if time_budget else None
+    requested = steps
     for seed in range(seeds):
         models = initialise(original, fixed, seed)
         for i in ((0, 1) if seed % 2 == 0 else (1, 0)):  # alternate who runs first
             counter.label = f"{variants[i].name}, seed {seed}"
-            losses, diverged, ms = train(models[i], source(seed).batches(), steps=steps, lr=lr,
-                                         momentum=momentum, loss_fn=loss_fn, device=dev,
-                                         seed=seed, on_step=counter.step)
-            counter.skip(steps - len(losses))
-            variants[i].runs.append(Run(seed, lr, losses, diverged, ms,
-                                        final=final_loss(losses, diverged, steps)))
+            losses, diverged, ms = train(
+                models[i], source(seed).batches(), steps=steps, lr=lr, momentum=momentum,
+                loss_fn=loss_fn, device=dev, seed=seed, time_limit=share if seed == 0 else None,
+                on_step=counter.step)
+            trained.append((variants[i], Run(seed, lr, losses, diverged, ms)))
+            if diverged:
+                counter.skip(steps - len(losses))
+            elif len(losses) < steps:
+                steps = len(losses)
+                counter.total = counter.done + planned(steps) - len(trained) * steps
+    if steps < requested:
+        notes.append(f"steps cut from {requested} to {steps} to fit --time-budget "
+                     f"{time_budget:g}s")
+    for variant, run in trained:
+        if len(run.losses) >= steps:  # a run of seed 0 that went on before the cut
+            run.losses, run.diverged = run.losses[:steps], False
+        run.final = final_loss(run.losses, run.diverged, steps)
+        variant.runs.append(run)
+    sweep_steps = _sweep_steps(steps) if lr_sweep else 0
     for variant in variants:
         variant.runs.sort(key=lambda r: r.seed)
     for pair in zip(variants[0].runs, variants[1].runs):
@@ -682,17 +701,7 @@ def benchmark(original: nn.Module, fixed: nn.Module, *, steps: int = DEFAULTS["s
 
 
 def _sweep_steps(steps: int) -> int:
-    return max(MIN_STEPS, steps // 2)
-
-
-def _calibrate(original, fixed, data, loss_fn, device, lr, momentum) -> float:
-    """Seconds one training step of both models takes, from a few throwaway steps."""
-    total = 0.0
-    for model in initialise(original, fixed, 0):
-        _, _, ms = train(model, data.batches(), steps=5, lr=lr, momentum=momentum,
-                         loss_fn=loss_fn, device=device, seed=0)
-        total += ms / 1000
-    return total
+    return max(MIN_STEPS, round(steps * SWEEP_SHARE))
 
 
 def _sweep(variant: Variant, fresh: Callable[[], nn.Module], data, steps: int, momentum: float,
