@@ -36,6 +36,10 @@ def deep_mlp():
     return model, bnlint.fix(model, select=["BN005"], unsafe=True).model
 
 
+def test_public_api():
+    assert bnlint.benchmark is bench.benchmark
+
+
 # --- the verdict rule, on controlled numbers ---------------------------------------------------
 
 @pytest.mark.parametrize("original, fixed, verdict", [
