@@ -68,13 +68,17 @@ def test_finds_inference_in_training_mode_in_fixture_scripts(name, needle, varia
 def test_names_where_the_training_mode_was_set(lint_code):
     [finding] = script(lint_code, """
 model = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
 model.eval()
 model.train()
+for x in torch.randn(4, 16, 8):
+    model(x).pow(2).mean().backward()
+    optimizer.step()
 with torch.no_grad():
     model(torch.randn(4, 8))
 """)
-    assert finding.line == 8 and finding.col == 5
-    assert "set by `model.train()` at line 6" in finding.message
+    assert finding.line == 12 and finding.col == 5
+    assert "set by `model.train()` at line 7" in finding.message
     assert "inside `torch.no_grad()`" in finding.message
 
 
@@ -96,8 +100,9 @@ def test_silent_on_scripts_that_run_inference_in_eval_mode(name):
     # a constant in a variable is followed
     "m = nn.BatchNorm1d(4)\ntraining = False\nm.train(training)\n"
     "with torch.no_grad():\n    m(torch.randn(2, 4))\n",
-    # a layer whose output does not depend on the mode
-    "layer = nn.Linear(4, 4)\nwith torch.no_grad():\n    layer(torch.randn(2, 4))\n",
+    # torch.nn layers written out without any BatchNorm
+    "mlp = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.1), nn.Linear(8, 2))\n"
+    "with torch.no_grad():\n    mlp(torch.randn(2, 4))\n",
     # handed to a function bnlint cannot see, which may switch the mode
     "from helpers import prepare\nm = nn.BatchNorm1d(4)\nprepare(m)\n"
     "with torch.no_grad():\n    m(torch.randn(2, 4))\n",
@@ -116,6 +121,9 @@ def test_silent_on_scripts_that_run_inference_in_eval_mode(name):
     "with torch.no_grad():\n    tok('some text')\n",
     # the TorchScript ONNX exporter switches to eval mode by itself
     "m = nn.BatchNorm1d(4)\ntorch.onnx.export(m, (torch.randn(2, 4),), 'm.onnx', dynamo=False)\n",
+    # re-estimating the statistics on purpose: train() and straight to a no_grad pass
+    "m = nn.BatchNorm1d(4)\nm.train()\nwith torch.no_grad():\n    for x in torch.randn(3, 2, 4):\n"
+    "        m(x)\n",
     # checked, then restored around the inference
     "m = nn.BatchNorm1d(4)\nwas = m.training\nm.eval()\nwith torch.no_grad():\n"
     "    m(torch.randn(2, 4))\nm.train(was)\n",
@@ -151,6 +159,9 @@ print(predict)
     # a static factory method returning a new module
     ("class Zoo:\n    @staticmethod\n    def build():\n        return nn.BatchNorm1d(4)\n\n"
     "m = Zoo.build()\nwith torch.inference_mode():\n    m(torch.randn(2, 4))\n", 10),
+    # BatchNorm inside a nested container
+    ("deep = nn.Sequential(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)), nn.ReLU())\n"
+     "with torch.no_grad():\n    deep(torch.randn(2, 3, 8, 8))\n", 5),
     # eval on one path only
     ("m = nn.BatchNorm1d(4)\nif torch.cuda.is_available():\n    m.eval()\n"
     "with torch.no_grad():\n    m(torch.randn(2, 4))\n", 7),
@@ -271,3 +282,23 @@ def test_linting_the_scripts_imports_nothing():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['BN003', 'BN004']"
 
+
+
+def test_command_line_diff_then_unsafe_fix(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from bnlint.cli import main
+
+    script_path = tmp_path / "validate.py"
+    original = (SCRIPTS / "validate_in_train_mode.py").read_text()
+    script_path.write_text(original)
+    monkeypatch.chdir(tmp_path)
+    diff = CliRunner().invoke(main, ["validate.py", "--diff", "--unsafe-fixes"])
+    assert "+    tagger.eval()\n     with torch.no_grad():" in diff.output
+    assert script_path.read_text() == original
+    CliRunner().invoke(main, ["validate.py", "--fix"])  # the fix is unsafe: not applied
+    assert script_path.read_text() == original
+    CliRunner().invoke(main, ["validate.py", "--fix", "--unsafe-fixes"])
+    assert "    tagger.eval()\n    with torch.no_grad():" in script_path.read_text()
+    again = CliRunner().invoke(main, ["validate.py"])
+    assert again.exit_code == 0 and "BN00" not in again.output

@@ -217,3 +217,19 @@ def test_suppressed_by_a_comment_on_the_training_step(lint_code, tmp_path, comme
         "loss = model(x).pow(2).mean()", f"loss = model(x).pow(2).mean()  {comment}")
     assert script(lint_code, body) == []
     assert fixed(tmp_path / "train.py") == (tmp_path / "train.py").read_text()
+
+
+def test_command_line_unsafe_fix(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from bnlint.cli import main
+
+    (tmp_path / "train.py").write_text((SCRIPTS / "trainer_leak.py").read_text())
+    monkeypatch.chdir(tmp_path)
+    before = CliRunner().invoke(main, ["train.py", "--select", "BN004"])
+    assert before.exit_code == 1 and "train.py:28:40: BN004 `self.model`" in before.output
+    CliRunner().invoke(main, ["train.py", "--select", "BN004", "--fix", "--unsafe-fixes"])
+    lines = (tmp_path / "train.py").read_text().splitlines()
+    assert lines[26:28] == ["            for x, y in self.train_loader:",
+                            "                self.model.train()"]
+    assert CliRunner().invoke(main, ["train.py", "--select", "BN004"]).exit_code == 0

@@ -67,9 +67,8 @@ MODULE_EVIDENCE = {"load_state_dict", "parameters", "named_parameters", "state_d
                    "modules", "named_modules", "children", "named_children", "zero_grad",
                    "requires_grad_", "eval", "train", "cuda", "half", "bfloat16"}
 PARTS = {"modules", "children", "named_modules", "named_children"}
-# torch.nn layers whose output depends on the mode (the others need no .eval())
-MODE_DEPENDENT = ("BatchNorm", "InstanceNorm", "Dropout", "RNN", "LSTM", "GRU", "Transformer",
-                  "MultiheadAttention", "Sequential", "ModuleList", "ModuleDict")
+# torch.nn containers: they hold BatchNorm if one of the layers given to them does
+CONTAINERS = {"Sequential", "ModuleList", "ModuleDict"}
 MODEL_BASES = {"torch.nn.Module", "pytorch_lightning.LightningModule",
                "lightning.LightningModule", "lightning.pytorch.LightningModule"}
 MAX_LOOP_PASSES = 8
@@ -157,7 +156,8 @@ class Fact:
 
     ``via`` is the helper (name, call line) that set it, seen from the code running now;
     ``looped`` the line of a loop whose next pass brings it (set later in the loop body);
-    ``inferred`` the line of an inference that ran in this mode; ``built``: a new module.
+    ``inferred`` the line of an inference that ran in this mode, ``trained`` of a training
+    step; ``built``: a new module.
     """
 
     mode: str
@@ -166,6 +166,7 @@ class Fact:
     via: tuple[str, int] | None = None
     looped: int | None = None
     inferred: int | None = None
+    trained: int | None = None
     built: bool = False
 
     @property
@@ -198,7 +199,7 @@ def merge_facts(facts: Iterable[Fact]) -> frozenset:
     return frozenset(
         group[0] if len(group) == 1 else replace(
             group[0], via=_first(f.via for f in group), looped=_first(f.looped for f in group),
-            inferred=_first(f.inferred for f in group))
+            inferred=_first(f.inferred for f in group), trained=_first(f.trained for f in group))
         for group in groups.values())
 
 
@@ -301,7 +302,6 @@ class Problem:
     code: str
     line: int
     col: int  # 1-based, in characters
-    variable: str
     message: str
     related: tuple[str, ...]
     fixes: tuple[tuple[Insertion, ...], ...]  # candidate fixes, best first
@@ -319,13 +319,12 @@ class Frame:
     """One function being analysed (or the module): what is lexical, not part of the state."""
 
     def __init__(self, name: str, func=None, parent: int = 0, inherited: bool = False,
-                 cls: ClassInfo | None = None, call_line: int | None = None):
+                 call_line: int | None = None):
         self.name = name
         self.call_line = call_line
         self.func = func
         self.parent = parent
         self.inherited = inherited
-        self.cls = cls
         self.locals = assigned_names(func) if func is not None else set()
         self.params = {a.arg for a in ast.walk(func.args) if isinstance(a, ast.arg)} \
             if func is not None else set()
@@ -1076,7 +1075,7 @@ class Analyzer:
             return self.copy(st, node, positional[0] if positional else frozenset())
         if name in HARMLESS or name in NO_GRAD or name in ENABLE_GRAD:
             return frozenset()
-        built = self.builds_model(name)
+        built = self.builds_model(name, node)
         if built is not None:
             label = self.new_object(st, node, True, built)
             if name.startswith("torch.nn."):
@@ -1100,12 +1099,12 @@ class Analyzer:
                 st.confirmed |= {label}
         return frozenset({label})
 
-    def builds_model(self, name: str) -> bool | None:
-        """Whether a call builds a module: True (surely), False (a class that may be a module,
-        confirmed once the script uses it as one), None (not a module)."""
+    def builds_model(self, name: str, node: ast.Call) -> bool | None:
+        """Whether a call builds a module that may hold BatchNorm: True (surely), False (a
+        class that may be one, confirmed once the script uses it as a module), None (not)."""
         last = name.rsplit(".", 1)[-1]
-        if name.startswith("torch.nn.") and last[:1].isupper():
-            return True if any(kind in last for kind in MODE_DEPENDENT) else None
+        if name.startswith("torch.nn."):
+            return True if self.may_hold_batchnorm(node) else None
         if name.startswith("torchvision.models."):
             lowered = name.lower()
             return None if "weight" in lowered or "list_models" in lowered else True
@@ -1114,6 +1113,24 @@ class Analyzer:
         if last[:1].isupper() and "." in name and not name.startswith(("torch.", "torchvision.")):
             return False
         return None
+
+    def may_hold_batchnorm(self, node: ast.AST) -> bool:
+        """Whether a ``torch.nn`` layer, or a container of the layers written out in its call,
+        may be or hold BatchNorm (anything not written out may)."""
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return any(self.may_hold_batchnorm(e) for e in node.elts)
+        if isinstance(node, ast.Dict):
+            return any(self.may_hold_batchnorm(v) for v in node.values)
+        name = self.qualname(node.func) if isinstance(node, ast.Call) else None
+        if name is None or not name.startswith("torch.nn."):
+            return True
+        last = name.rsplit(".", 1)[-1]
+        if "BatchNorm" in last:
+            return True
+        if last in CONTAINERS:
+            parts = [*node.args, *(k.value for k in node.keywords)]
+            return any(self.may_hold_batchnorm(p) for p in parts)
+        return False
 
     def exports_in_eval_anyway(self, node: ast.Call, name: str) -> bool:
         """The TorchScript ONNX exporter (``dynamo=False``) switches to eval by itself."""
@@ -1173,13 +1190,9 @@ class Analyzer:
                 const = self.const(st, keyword.value)
                 if const is not None:
                     consts[keyword.arg] = const
-        cls = None
-        for label in receiver or ():
-            cls = self.classes.get(st.cls.get(label)) or cls
-        return self.run_function(func, parent, bound, consts, cls, st, call=node)
+        return self.run_function(func, parent, bound, consts, st, call=node)
 
-    def run_function(self, func, parent: int, bound: dict, consts: dict, cls,
-                     st: State, call: ast.Call | None) -> frozenset:
+    def run_function(self, func, parent: int, bound: dict, consts: dict, st: State, call: ast.Call | None) -> frozenset:
         """Analyse a function body from ``st``; ``st`` becomes the state after it returns.
 
         Results are remembered per entry state (what the function can see of it), so a helper
@@ -1190,7 +1203,7 @@ class Analyzer:
         if key not in self.memo:
             sink, self.sink = self.sink, {}
             try:
-                self.memo[key] = (*self._run_function(func, parent, bound, consts, cls, st,
+                self.memo[key] = (*self._run_function(func, parent, bound, consts, st,
                                                       call, inherited), self.sink)
             finally:
                 self.sink = sink
@@ -1214,8 +1227,8 @@ class Analyzer:
                         for f in facts)
         return returned
 
-    def _run_function(self, func, parent, bound, consts, cls, st, call, inherited):
-        frame = Frame(func.name, func, parent, inherited=inherited, cls=cls,
+    def _run_function(self, func, parent, bound, consts, st, call, inherited):
+        frame = Frame(func.name, func, parent, inherited=inherited,
                       call_line=call.lineno if call else None)
         entry = st.copy()
         entry.envs.append(dict(bound))
@@ -1258,6 +1271,10 @@ class Analyzer:
             self.inference(node, labels, target, st, export=None)
         elif self.frame.training:
             self.training_step(node, models, target, st)
+            for label in models:
+                st.modes[label] = merge_facts(
+                    replace(f, trained=node.lineno) if f.mode == TRAIN and f.trained is None
+                    else f for f in st.modes[label])
 
     def inference(self, node: ast.Call, labels: frozenset, target: ast.AST | None,
                   st: State, export: str | None) -> None:
@@ -1267,7 +1284,9 @@ class Analyzer:
             st.modes[label] = merge_facts(
                 replace(f, inferred=node.lineno) if f.mode == EVAL and f.inferred is None else f
                 for f in st.modes[label])
-        train = [f for f in facts if f.mode == TRAIN]
+        # an explicit .train() that no training step followed is a deliberate pass in training
+        # mode (re-estimating BatchNorm statistics, exporting a training graph)
+        train = [f for f in facts if f.mode == TRAIN and (f.built or f.trained)]
         if not train or any(f.mode == UNKNOWN for f in facts):
             return
         variable = self.variable(target)
@@ -1290,7 +1309,7 @@ class Analyzer:
             where += f" (in `{frame.name}()`, called at line {frame.call_line})"
         message = (f"`{shown}` {where} but may be in training mode ({why}); {effect}."
                    f" Call `{shown}.eval()` first.")
-        self.report(BN003, node, variable, message, last, self.inference_fixes(variable))
+        self.report(BN003, node, message, last, self.inference_fixes(variable))
 
     def training_step(self, node: ast.Call, models: list, target: ast.AST, st: State) -> None:
         facts = [f for lb in models for f in st.modes[lb]]
@@ -1311,7 +1330,7 @@ class Analyzer:
         message = (f"`{shown}` is trained here but may be in eval mode ({why}); BatchNorm would"
                    " use its frozen running statistics. Call"
                    f" `{shown}.train()` at the top of the training loop.")
-        self.report(BN004, node, variable, message, last, self.training_fixes(variable))
+        self.report(BN004, node, message, last, self.training_fixes(variable))
 
     def variable(self, target: ast.AST | None) -> str | None:
         if isinstance(target, ast.Attribute) and target.attr == "forward":
@@ -1320,14 +1339,14 @@ class Analyzer:
             return None
         return self.source(target)
 
-    def report(self, code: str, node: ast.AST, variable: str | None, message: str,
-               fact: Fact, fixes: list[tuple[Insertion, ...]]) -> None:
+    def report(self, code: str, node: ast.AST, message: str, fact: Fact,
+               fixes: list[tuple[Insertion, ...]]) -> None:
         start, _ = span_of(node, self.lines)
         key = (code, start[0], start[1])
         if key not in self.sink:
             related = (fact.via[0],) if fact.via else ()
-            self.sink[key] = Problem(code, start[0], start[1] + 1, variable or "",
-                                         message, related, tuple(f for f in fixes if all(f)))
+            self.sink[key] = Problem(code, start[0], start[1] + 1, message, related,
+                                     tuple(f for f in fixes if all(f)))
 
     # -- where a fix goes -------------------------------------------------------------------
 
@@ -1413,7 +1432,7 @@ class Analyzer:
             self_label = ("self", cls.node.name)
             bound[params[0].arg] = frozenset({self_label})
             st = self.object_state(cls, self_label, skip=func)
-        self.run_function(func, 0, bound, {}, cls, st, call=None)
+        self.run_function(func, 0, bound, {}, st, call=None)
 
     def object_state(self, cls: ClassInfo, label, skip) -> State:
         st = State()
@@ -1431,7 +1450,7 @@ class Analyzer:
             params = [*init.args.posonlyargs, *init.args.args]
             bound = {a.arg: frozenset({("param", init.name, a.arg)}) for a in params[1:]}
             bound[params[0].arg] = frozenset({label})
-            self.run_function(init, 0, bound, {}, cls, st, call=None)
+            self.run_function(init, 0, bound, {}, st, call=None)
         finally:
             self.sink, self.stack = sink, stack
         switched = any(
