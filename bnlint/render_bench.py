@@ -98,6 +98,8 @@ def render_text(entries, out: TextIO) -> None:
     from rich.table import Table
 
     console = Console(file=out, highlight=False, soft_wrap=True)
+    if not entries:
+        console.print("\nNothing to benchmark: no model has a finding with a fix.")
     for entry in entries:
         console.print()
         console.print(f"[bold]Benchmark of {escape(entry.spec)}[/]")

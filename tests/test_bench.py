@@ -305,10 +305,13 @@ def run(*args):
     return CliRunner().invoke(main, list(args))
 
 
-def test_cli_bench_text_shows_the_table_the_verdict_and_its_rule():
+def test_cli_bench_text_shows_the_table_the_verdict_and_its_rule(tmp_path):
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "curves.png"
     result = run("fixtures/deep_plain.py:DeepMLP()", "--select", "BN005", "--bench",
-                 "--steps", "20", "--seeds", "2", "--lr", "0.01")
+                 "--steps", "20", "--seeds", "2", "--lr", "0.01", "--plot", str(plot))
     assert result.exit_code == 1, result.output  # findings, as without --bench
+    assert plot.read_bytes().startswith(b"\x89PNG") and f"written to {plot}" in result.stderr
     text = result.output
     assert "Benchmark of fixtures/deep_plain.py:DeepMLP()" in text
     assert "BN005 ×8" in text and "input (64,) from INPUT_SHAPE" in text
@@ -334,7 +337,8 @@ def test_cli_bench_json_has_curves_and_settings():
 
 def test_cli_bench_model_without_fixes_is_not_run():
     result = run("fixtures/clean.py:ResNetTiny()", "--bench")
-    assert result.exit_code == 0 and "Benchmark" not in result.output
+    assert result.exit_code == 0 and "Benchmark of" not in result.output
+    assert "Nothing to benchmark: no model has a finding with a fix." in result.output
 
 
 def test_cli_bench_errors_are_one_line(tmp_path):
