@@ -121,6 +121,10 @@ def test_silent_on_scripts_that_run_inference_in_eval_mode(name):
     "with torch.no_grad():\n    tok('some text')\n",
     # the TorchScript ONNX exporter switches to eval mode by itself
     "m = nn.BatchNorm1d(4)\ntorch.onnx.export(m, (torch.randn(2, 4),), 'm.onnx', dynamo=False)\n",
+    # a training graph exported on purpose
+    "m = nn.BatchNorm1d(4)\ntorch.onnx.export(m, (torch.randn(2, 4),), 'm.onnx',\n"
+    "                  training=torch.onnx.TrainingMode.TRAINING)\n"
+    "torch.export.export_for_training(m, (torch.randn(2, 4),))\n",
     # re-estimating the statistics on purpose: train() and straight to a no_grad pass
     "m = nn.BatchNorm1d(4)\nm.train()\nwith torch.no_grad():\n    for x in torch.randn(3, 2, 4):\n"
     "        m(x)\n",

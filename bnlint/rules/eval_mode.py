@@ -41,7 +41,7 @@ SET_GRAD = {"torch.set_grad_enabled", "torch.autograd.set_grad_enabled"}
 EXPORTS = {
     "torch.jit.trace": "func", "torch.jit.trace_module": "mod", "torch.jit.script": "obj",
     "torch.onnx.export": "model", "torch.onnx.dynamo_export": "model",
-    "torch.export.export": "mod", "torch.export.export_for_training": "mod",
+    "torch.export.export": "mod",
 }
 # calls that return the module they are given, or a wrapper running its layers
 WRAPPERS = {"torch.compile", "torch.nn.DataParallel", "torch.nn.parallel.DataParallel",
@@ -1133,13 +1133,15 @@ class Analyzer:
         return False
 
     def exports_in_eval_anyway(self, node: ast.Call, name: str) -> bool:
-        """The TorchScript ONNX exporter (``dynamo=False``) switches to eval by itself."""
+        """ONNX export asked for training mode explicitly, or by the TorchScript exporter
+        (``dynamo=False``), which switches to eval mode by itself."""
         if name != "torch.onnx.export":
             return False
         keywords = {k.arg: k.value for k in node.keywords}
+        if "training" in keywords:
+            return (self.qualname(keywords["training"]) or "").endswith(".TRAINING")
         dynamo = keywords.get("dynamo")
-        return (isinstance(dynamo, ast.Constant) and dynamo.value is False
-                and "training" not in keywords)
+        return isinstance(dynamo, ast.Constant) and dynamo.value is False
 
     def note_optimizer(self, node: ast.Call, name: str, st: State) -> None:
         """Remember the models whose parameters go to an optimiser (they are being trained)."""
