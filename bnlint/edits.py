@@ -185,9 +185,11 @@ def compatible(groups: Iterable[tuple[Edit, ...]]) -> tuple[list[tuple[Edit, ...
 
 
 def unified_diff(path: str, before: str, after: str) -> str:
-    return "".join(difflib.unified_diff(
-        split_lines(before), split_lines(after), fromfile=f"a/{path}", tofile=f"b/{path}",
-    ))
+    """A diff ``git apply`` and ``patch -p1`` take: ``a/``/``b/`` prefixes on relative paths;
+    a path outside the working directory is shown as it is."""
+    old, new = (path, path) if os.path.isabs(path) else (f"a/{path}", f"b/{path}")
+    return "".join(difflib.unified_diff(split_lines(before), split_lines(after),
+                                        fromfile=old, tofile=new))
 
 
 class FileChanged(RuntimeError):
