@@ -435,8 +435,8 @@ def train(model: nn.Module, batches: Iterator[Batch], *, steps: int, lr: float, 
     """Train in place with SGD; (loss at each step, diverged, median step time in ms).
 
     Training stops at the first loss that is not finite (the model has diverged), and once
-    past ``MIN_STEPS`` steps when ``time_limit`` seconds have passed."""
-    began = time.perf_counter()
+    past ``MIN_STEPS`` steps when ``time_limit`` seconds have passed since the first step (the
+    first step of a process pays for one-off set-up, which is no cost of the model)."""
     torch.manual_seed(seed)
     model.to(device).train()
     optimiser = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
@@ -463,6 +463,8 @@ def train(model: nn.Module, batches: Iterator[Batch], *, steps: int, lr: float, 
                              traceback.format_exc()) from None
         _sync(device)
         times.append(time.perf_counter() - start)
+        if step == 0:
+            began = time.perf_counter()
         losses.append(value)
         if on_step is not None:
             on_step(step + 1)
