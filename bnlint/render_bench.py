@@ -92,10 +92,16 @@ def _ratio(report) -> str:
             f"seed{'s' * (seeds != 1)})")
 
 
+def _columns(rows: list[list[str]], left: set[int]) -> list[str]:
+    """Rows as aligned text: the columns in ``left`` flush left, the others right."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) if i in left else cell.rjust(w)
+                      for i, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
+
+
 def render_text(entries, out: TextIO) -> None:
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
     console = Console(file=out, highlight=False, soft_wrap=True)
     if not entries:
@@ -117,21 +123,16 @@ def render_text(entries, out: TextIO) -> None:
                       f"{settings['batch_size']}, SGD lr {settings['lr']:g} momentum "
                       f"{settings['momentum']:g}, on {settings['device']}")
         sweep = settings["lr_sweep"] is not None
-        table = Table(box=None, padding=(0, 1), collapse_padding=True, pad_edge=False,
-                      show_edge=False)
-        headers = ["", "params", "final loss", "to target", "ms/step", "max lr", "loss curve"]
-        for header in headers if sweep else headers[:5] + headers[6:]:
-            table.add_column(header, no_wrap=True,
-                             justify="left" if header in ("", "final loss", "loss curve") else "right")
+        rows = [["", "params", "final loss", "to target", "ms/step", "max lr", "loss curve"]]
         curves, lo, hi, log = _curves(report)
         for variant, curve in zip(report.variants, curves):
-            row = [f"  {variant.name}", f"{variant.params:,}", _final(variant), _steps(variant),
-                   f"{variant.step_ms:.1f}"]
-            if sweep:
-                row.append("none" if variant.max_stable_lr is None else f"{variant.max_stable_lr:g}")
-            row.append(sparkline(curve, lo, hi, log=log))
-            table.add_row(*row)
-        console.print(table)
+            lr = "none" if variant.max_stable_lr is None else f"{variant.max_stable_lr:g}"
+            rows.append([variant.name, f"{variant.params:,}", _final(variant), _steps(variant),
+                         f"{variant.step_ms:.1f}", lr, sparkline(curve, lo, hi, log=log)])
+        if not sweep:
+            rows = [row[:5] + row[6:] for row in rows]
+        for line in _columns(rows, left={0, 2, len(rows[0]) - 1}):
+            console.print(f"  {escape(line)}")
         style = VERDICT_STYLE.get(report.verdict, "bold yellow")
         console.print(f"  [{style}]{report.verdict}[/]: {_ratio(report)}")
         console.print(f"  [dim]rule: {escape(report.rule)}[/]")
