@@ -30,6 +30,7 @@ from torch import nn
 from bnlint.render_bench import DEFAULTS
 
 CLASSIFICATION, REGRESSION = "classification", "regression"
+SYNTHETIC = "synthetic"
 IMPROVED, NEUTRAL, WORSE = "improved", "no measurable difference", "worse"
 
 MIN_EFFECT = 0.05          # a verdict needs the final loss to move by at least this fraction
@@ -63,13 +64,14 @@ class Task:
     input_shape: tuple[int, ...]    # one sample, without the batch dimension
     output_shape: tuple[int, ...]   # likewise
     shape_from: str                 # how the input shape was found: "from INPUT_SHAPE", ...
-    data: str                       # "synthetic", or where the user's data came from
+    data: str                       # SYNTHETIC, or where the user's data came from
     classes: int | None = None      # how many classes the labels use
 
     def describe(self) -> str:
         what = (f"{self.kind}, {self.classes} classes" if self.kind == CLASSIFICATION
                 else f"{self.kind} to {_shape(self.output_shape)} targets")
-        return f"{self.data} {what}; input {_shape(self.input_shape)} {self.shape_from}"
+        what = f"synthetic {what}" if self.data == SYNTHETIC else f"{what} on {self.data}"
+        return f"{what}; input {_shape(self.input_shape)} {self.shape_from}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "input_shape": list(self.input_shape),
@@ -82,7 +84,6 @@ class Run:
     """One variant trained from one seed."""
 
     seed: int
-    lr: float
     losses: list[float]             # training loss at every step, up to a divergence
     diverged: bool
     step_ms: float                  # median time of a training step
@@ -90,7 +91,7 @@ class Run:
     steps_to_target: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "lr": self.lr, "losses": self.losses,
+        return {"seed": self.seed, "losses": self.losses,
                 "diverged": self.diverged, "step_ms": self.step_ms,
                 "final_loss": _finite(self.final), "steps_to_target": self.steps_to_target}
 
@@ -373,9 +374,9 @@ def user_task(source, model: nn.Module, device, label: str) -> Task:
 def synthetic_task(model: nn.Module, input_shape, device) -> Task:
     shape, origin, out = find_input_shape(model, input_shape, device)
     if out.dim() == 2 and out.shape[1] > 1:
-        return Task(CLASSIFICATION, shape, tuple(out.shape[1:]), origin, "synthetic",
+        return Task(CLASSIFICATION, shape, tuple(out.shape[1:]), origin, SYNTHETIC,
                     classes=min(out.shape[1], MAX_CLASSES))
-    return Task(REGRESSION, shape, tuple(out.shape[1:]), origin, "synthetic")
+    return Task(REGRESSION, shape, tuple(out.shape[1:]), origin, SYNTHETIC)
 
 
 def loss_function(task: Task) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -602,14 +603,16 @@ def benchmark(original: nn.Module, fixed: nn.Module, *, steps: int = DEFAULTS["s
               seeds: int = DEFAULTS["seeds"], lr: float = DEFAULTS["lr"], momentum: float = 0.9,
               batch_size: int = 32, lr_sweep: bool = False,
               time_budget: float | None = DEFAULTS["time_budget"],
-              input_shape: tuple[int, ...] | None = None, data=None, data_label: str = "--data",
+              input_shape: tuple[int, ...] | None = None, data=None,
+              data_label: str = "the given data",
               device: str | None = None, progress: Progress | None = None) -> BenchReport:
     """Train ``original`` and ``fixed`` side by side and say whether the fix helped.
 
     ``data`` is ``None`` for a synthetic task fitted to the model, or the user's data: a
     DataLoader, any iterable of ``(inputs, targets)`` batches, a tuple of two tensors, or a
-    function returning one of those. ``time_budget`` (seconds; ``None`` or 0 for no limit)
-    cuts the steps of every run alike when the whole benchmark would take longer.
+    function returning one of those (``data_label`` names it in the report).
+    ``time_budget`` (seconds; ``None`` or 0 for no limit) cuts the steps of every run alike
+    when the whole benchmark would take longer.
     ``progress(label, done, total)`` is called after every training step. Neither model is
     changed.
     """
@@ -652,7 +655,7 @@ def benchmark(original: nn.Module, fixed: nn.Module, *, steps: int = DEFAULTS["s
                 models[i], source(seed).batches(), steps=steps, lr=lr, momentum=momentum,
                 loss_fn=loss_fn, device=dev, seed=seed, time_limit=share if seed == 0 else None,
                 on_step=counter.step)
-            trained.append((variants[i], Run(seed, lr, losses, diverged, ms)))
+            trained.append((variants[i], Run(seed, losses, diverged, ms)))
             if diverged:
                 counter.skip(steps - len(losses))
             elif len(losses) < steps:
@@ -780,5 +783,5 @@ def bench_models(models, *, select=None, ignore=None, data: str | None = None, p
     for spec, model in models:
         with progress(spec) if progress else nullcontext() as update:
             entries.append(bench_model(spec, model, select=select, ignore=ignore, data=source,
-                                       data_label=data or "--data", progress=update, **options))
+                                       data_label=data, progress=update, **options))
     return entries

@@ -233,7 +233,7 @@ def fit(model, task, steps=300):
 
 def test_synthetic_classification_is_learnable_and_balanced():
     torch.manual_seed(0)
-    task = bench.Task(bench.CLASSIFICATION, (3, 8, 8), (4,), "", "synthetic", classes=4)
+    task = bench.Task(bench.CLASSIFICATION, (3, 8, 8), (4,), "", bench.SYNTHETIC, classes=4)
     model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
                           nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(256, 4))
     x, y = fit(model, task)
@@ -244,7 +244,7 @@ def test_synthetic_classification_is_learnable_and_balanced():
 
 def test_synthetic_regression_is_learnable():
     torch.manual_seed(0)
-    task = bench.Task(bench.REGRESSION, (32,), (3,), "", "synthetic")
+    task = bench.Task(bench.REGRESSION, (32,), (3,), "", bench.SYNTHETIC)
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 3))
     x, y = fit(model, task)
     assert y.shape == (512, 3) and y.var().item() == pytest.approx(1.0, rel=0.3)
@@ -253,7 +253,7 @@ def test_synthetic_regression_is_learnable():
 
 
 def test_synthetic_batches_are_fixed_by_the_seed():
-    task = bench.Task(bench.CLASSIFICATION, (3, 8, 8), (10,), "", "synthetic", classes=10)
+    task = bench.Task(bench.CLASSIFICATION, (3, 8, 8), (10,), "", bench.SYNTHETIC, classes=10)
 
     def first(seed):
         return next(bench.SyntheticData(task, 8, seed).batches())
@@ -270,7 +270,7 @@ def test_user_tensors_train_both_models_on_the_same_batches(deep_mlp):
     y = (x[:, :10].argmax(1))
     report = bench.benchmark(deep_mlp[0], copy.deepcopy(deep_mlp[0]), data=lambda: (x, y),
                              steps=20, seeds=1, time_budget=None)
-    assert report.task.kind == bench.CLASSIFICATION and report.task.data == "--data"
+    assert report.task.kind == bench.CLASSIFICATION and report.task.data == "the given data"
     assert report.original.runs[0].losses == report.fixed.runs[0].losses
 
 
@@ -341,12 +341,15 @@ def test_cli_bench_model_without_fixes_is_not_run():
     assert "Nothing to benchmark: no model has a finding with a fix." in result.output
 
 
-def test_cli_bench_errors_are_one_line(tmp_path):
-    result = run("fixtures/deep_plain.py:PlainCNN()", "--select", "BN005", "--bench",
-                 "--input-shape", "5,8,8")
+@pytest.mark.parametrize("option, message", [
+    (["--input-shape", "5,8,8"], "does not accept inputs of shape (N, 5, 8, 8)"),
+    (["--data", "missing.py:batches"], "bnlint: error: --data missing.py:batches: no such file"),
+    (["--data", "missing.py"], "give module:function"),
+])
+def test_cli_bench_errors_are_one_line(option, message):
+    result = run("fixtures/deep_plain.py:PlainCNN()", "--select", "BN005", "--bench", *option)
     assert result.exit_code == 2
-    assert "does not accept inputs of shape (N, 5, 8, 8)" in result.output
-    assert "Traceback" not in result.output
+    assert message in result.output and "Traceback" not in result.output
 
 
 @pytest.mark.parametrize("args, message", [
@@ -378,4 +381,5 @@ def test_cli_data_option(tmp_path):
                  "--format", "json")
     report = json.loads(result.stdout)["benchmarks"][0]["benchmark"]
     assert report["task"]["data"].endswith("data.py:tensors")
+    assert report["task"]["kind"] == "classification"
     assert report["task"]["shape_from"] == "from the data"
