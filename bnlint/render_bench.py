@@ -115,12 +115,13 @@ def render_text(entries, out: TextIO) -> None:
             continue
         report, settings = entry.report, entry.report.settings
         console.print(f"  fixes    {_fixes(entry)} (the fixed model is a copy; no file changes)")
-        if entry.skipped:
-            console.print(f"  [dim]not applied: {len(entry.skipped)} "
-                          f"(`bnlint --diff --unsafe-fixes` says why)[/]")
+        for fix in entry.skipped:
+            console.print(f"  [dim]not applied: {fix.code} {escape(fix.module)}: "
+                          f"{escape(fix.reason or '')}[/]")
         console.print(f"  data     {escape(report.task.describe())}")
-        console.print(f"  training {settings['steps']} steps × {settings['seeds']} seeds, batch "
-                      f"{settings['batch_size']}, SGD lr {settings['lr']:g} momentum "
+        seeds = settings["seeds"]
+        console.print(f"  training {settings['steps']} steps × {seeds} seed{'s' * (seeds != 1)}, "
+                      f"batch {settings['batch_size']}, SGD lr {settings['lr']:g} momentum "
                       f"{settings['momentum']:g}, on {settings['device']}")
         sweep = settings["lr_sweep"] is not None
         rows = [["", "params", "final loss", "to target", "ms/step", "max lr", "loss curve"]]
