@@ -158,8 +158,8 @@ Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to
 @click.option("--fix", "apply_fixes", is_flag=True,
               help="Apply the safe fixes to your source files (see --diff to look first).")
 @click.option("--unsafe-fixes", is_flag=True,
-              help="With --fix, --diff or --save-fixed: also apply the fixes that change what the "
-                   "model computes, so it needs training again (BN002).")
+              help="With --fix, --diff or --save-fixed: also apply the unsafe fixes, which change "
+                   "what a model computes or what a script does (`bnlint --list-rules`).")
 @click.option("--diff", "show_diff", is_flag=True,
               help="Print the fixes as a unified diff and write nothing.")
 @click.option("--save-fixed", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",

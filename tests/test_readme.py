@@ -37,7 +37,7 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_quick_start_runs_on_a_bundled_fixture():
-    command = re.search(r"```console\npip install -e \. && (bnlint .*)\n```", README)[1]
+    command = re.search(r"```console\npip install -e '\.\[torch\]' && (bnlint .*)\n```", README)[1]
     fixture = command.split()[1]
     assert Path(ROOT / fixture).is_file()
     result = subprocess.run([sys.executable, "-m", "bnlint", *command.split()[1:]], cwd=ROOT,
