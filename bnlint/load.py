@@ -340,10 +340,13 @@ def _load_file(path: Path, loaded: Loaded) -> None:
     if work is not None:
         code = ast.get_source_segment(text, work) or type(work).__name__
         code = code.splitlines()[0][:60]
+        example = next((f"{stmt.name}()" for stmt in tree.body if isinstance(stmt, ast.ClassDef)
+                        and any("Module" in _dotted(base) for base in stmt.bases)), "EXPR")
         loaded.results.append(ModelResult(
             label, "skipped",
-            f"not imported: line {work.lineno} runs code at import time (`{code}`). Put it "
-            f"under `if __name__ == \"__main__\":`, or name a model: '{label}:Net()'",
+            f"a script: line {work.lineno} runs `{code}` when imported, so bnlint did not "
+            f"import it and checked no model in it (put that code under "
+            f"`if __name__ == \"__main__\":`, or name a model: '{label}:{example}')",
         ))
         return
     try:

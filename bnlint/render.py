@@ -82,7 +82,7 @@ def render_text(report: Report, out: TextIO, *, verbose: bool = False,
         hint.append(f"[cyan]\\[*][/] {s['fixable']} fixable with `--fix`")
     if unsafe:
         hint.append(f"{unsafe} {'more ' if hint else ''}with `--fix --unsafe-fixes`, which "
-                    "changes what the model computes")
+                    "change what the code does")
     if hint:
         console.print("; ".join(hint) + " (`--diff` shows the edits first).")
 
