@@ -51,11 +51,11 @@ def lint_specs(specs: Iterable[str], *, select=None, ignore=None, exclude=(),
     loaded = load(specs, exclude, import_models=any(RULES[c].scope == GRAPH for c in codes))
     results: list[ModelResult] = list(loaded.results)
     findings = check_scripts(dict.fromkeys(loaded.files), codes, on_script)
+    used: set[type] = set()  # classes some analysed model contains
     if loaded.candidates:
         from bnlint.engine import analyse, merge
 
         model_findings: list[Finding] = []
-        used: set[type] = set()
         for candidate in loaded.candidates:
             try:
                 model = build(candidate)

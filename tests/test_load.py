@@ -196,3 +196,12 @@ def test_named_file_without_py_suffix_is_loaded(tmp_path):
     path.write_text(NET)
     report = lint_specs([str(path)])
     assert [f.code for f in report.findings] == ["BN001"]
+
+
+def test_file_whose_classes_all_need_arguments_is_skipped_not_a_crash(tmp_path):
+    path = tmp_path / "blocks.py"
+    path.write_text("import torch.nn as nn\n\nclass Block(nn.Module):\n"
+                    "    def __init__(self, channels):\n        super().__init__()\n")
+    report = lint_specs([str(path)])
+    [result] = report.models
+    assert result.status == "skipped" and "channels" in result.reason
