@@ -16,6 +16,7 @@ import difflib
 import os
 import re
 import tempfile
+import tokenize
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +42,16 @@ def split_lines(text: str) -> list[str]:
     return _LINE.findall(text)
 
 
+def source_encoding(path: str | Path) -> str:
+    """The encoding Python reads the file in: a BOM or a ``# -*- coding: ... -*-`` line, else
+    UTF-8 (``utf-8-sig`` when there is a BOM, so writing the text back keeps it)."""
+    with open(path, "rb") as handle:
+        return tokenize.detect_encoding(handle.readline)[0]
+
+
 def read_source(path: str | Path) -> str:
-    """A file's text with its line endings as they are on disk."""
-    with open(path, encoding="utf-8", newline="") as handle:
+    """A file's text, decoded as Python decodes it, with its line endings as they are on disk."""
+    with open(path, encoding=source_encoding(path), newline="") as handle:
         return handle.read()
 
 
@@ -206,7 +214,7 @@ def write_atomic(path: str | Path, expected: str, new_text: str) -> None:
     mode = path.stat().st_mode
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".bnlint")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        with os.fdopen(fd, "w", encoding=source_encoding(path), newline="") as handle:
             handle.write(new_text)
         os.chmod(tmp, mode)
         os.replace(tmp, path)

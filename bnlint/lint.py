@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from bnlint import config
+from bnlint.edits import read_source
 from bnlint.findings import Finding, ModelResult, Report
 from bnlint.load import LoadError, build, load
 from bnlint.rules import GRAPH, RULES, SCRIPT, enabled_codes
@@ -26,7 +27,7 @@ def check_scripts(files: Iterable[Path], codes: set[str], on_script=None) -> lis
         return findings
     for path in files:
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_source(path)
             tree = ast.parse(text, filename=str(path))
         except (OSError, UnicodeDecodeError, SyntaxError):
             continue  # the loader reports unreadable files

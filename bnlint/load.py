@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bnlint.config import DEFAULT_EXCLUDE
+from bnlint.edits import read_source
 from bnlint.findings import ModelResult
 from bnlint.source import display_path
 
@@ -324,8 +325,8 @@ def load(specs: Iterable[str], exclude: Iterable[str] = (), *,
 def _load_file(path: Path, loaded: Loaded) -> None:
     label = display_path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_source(path)
+    except (OSError, UnicodeDecodeError, SyntaxError) as exc:
         loaded.results.append(ModelResult(label, "error", f"cannot read: {exc}"))
         return
     if not any(hint in text for hint in MODEL_HINTS):

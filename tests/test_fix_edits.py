@@ -85,3 +85,15 @@ def test_write_atomic_refuses_a_changed_file_and_keeps_mode_and_endings(tmp_path
         write_atomic(path, before, "a = 3\r\n")
     assert path.read_bytes() == b"a = 2\r\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.py"]
+
+
+def test_write_keeps_a_bom_and_a_declared_encoding(tmp_path):
+    from bnlint.edits import read_source, write_atomic
+
+    for name, raw in [("bom.py", b"\xef\xbb\xbfx = 1\n"),
+                      ("latin.py", b"# -*- coding: latin-1 -*-\ns = 'caf\xe9'\n")]:
+        path = tmp_path / name
+        path.write_bytes(raw)
+        text = read_source(path)
+        write_atomic(path, text, text.replace("1", "2").replace("caf", "CAF"))
+        assert path.read_bytes() == raw.replace(b"1", b"2").replace(b"caf", b"CAF")

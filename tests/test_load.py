@@ -205,3 +205,14 @@ def test_file_whose_classes_all_need_arguments_is_skipped_not_a_crash(tmp_path):
     report = lint_specs([str(path)])
     [result] = report.models
     assert result.status == "skipped" and "channels" in result.reason
+
+
+def test_files_with_a_bom_or_a_coding_line_load_as_python_reads_them(tmp_path):
+    bom = tmp_path / "bom.py"
+    bom.write_bytes(b"\xef\xbb\xbf" + NET.encode())
+    latin = tmp_path / "latin.py"
+    latin.write_bytes(b"# -*- coding: latin-1 -*-\n# caf\xe9\n" + NET.encode())
+    report = lint_specs([str(bom), str(latin)])
+    assert not report.has_errors, [m.reason for m in report.models]
+    assert {(f.path.rpartition("/")[2], f.line) for f in report.findings} == {
+        ("bom.py", 7), ("latin.py", 9)}
