@@ -7,6 +7,8 @@ model (the common pre-commit case) stays fast.
 from __future__ import annotations
 
 import ast
+import contextlib
+import sys
 import traceback
 from collections.abc import Iterable
 from pathlib import Path
@@ -46,6 +48,15 @@ def lint_specs(specs: Iterable[str], *, select=None, ignore=None, exclude=(),
     is imported, so neither torch nor the user's packages are needed.
     ``on_model(spec, model, findings)`` sees each model while it is alive, with its unmerged
     findings, and ``on_script`` each script file read: that is how fixes are gathered."""
+    # The user's code may print while it is imported, built or traced: that goes to stderr,
+    # so stdout holds only bnlint's report (which may be JSON or SARIF).
+    with contextlib.redirect_stdout(sys.stderr):
+        findings, results = _lint(specs, select, ignore, exclude, static, on_model, on_script)
+    findings.sort(key=lambda f: (f.path or "", f.line or 0, f.col or 0, f.code))
+    return Report(findings=findings, models=results)
+
+
+def _lint(specs, select, ignore, exclude, static, on_model, on_script):
     codes = enabled_codes(select, ignore)
     if static:
         codes = {c for c in codes if RULES[c].scope == SCRIPT}
@@ -77,5 +88,4 @@ def lint_specs(specs: Iterable[str], *, select=None, ignore=None, exclude=(),
             used.update(type(m) for m in model.modules())
         findings += merge(model_findings)
     results += [r for cls, r in loaded.needs_arguments.items() if cls not in used]
-    findings.sort(key=lambda f: (f.path or "", f.line or 0, f.col or 0, f.code))
-    return Report(findings=findings, models=results)
+    return findings, results

@@ -123,3 +123,17 @@ def test_python_dash_m_runs_the_cli():
     result = subprocess.run([sys.executable, "-m", "bnlint", "--version"], capture_output=True,
                             text=True, check=True)
     assert result.stdout.startswith("bnlint, version ")
+
+
+def test_prints_of_the_users_code_do_not_corrupt_json(tmp_path):
+    path = tmp_path / "noisy.py"
+    path.write_text("import torch.nn as nn\n\nclass Net(nn.Module):\n"
+                    "    def __init__(self):\n        super().__init__()\n        print('building')\n"
+                    "        self.conv = nn.Conv2d(3, 8, 3)\n        self.bn = nn.BatchNorm2d(8)\n\n"
+                    "    def forward(self, x):\n        print('tracing')\n"
+                    "        return self.bn(self.conv(x))\n")
+    result = subprocess.run([sys.executable, "-m", "bnlint", "--format", "json", str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["summary"]["by_code"] == {"BN001": 1}
+    assert "building" in result.stderr and "tracing" in result.stderr
