@@ -85,8 +85,13 @@ def _site_of_frame(frame) -> Site:
 
 
 def _record(module) -> None:
+    """Remember the innermost user frame that built ``module``. The walk stops at bnlint's own
+    frames: what lies beyond them called bnlint (the CLI, a test runner), not the model."""
+    own = _internal_dirs()[0]
     frame = sys._getframe(2)
     while frame is not None:
+        if os.path.realpath(frame.f_code.co_filename).startswith(own):
+            return
         if is_user_file(frame.f_code.co_filename) and frame.f_locals.get("self") is not module:
             _sites[module] = _site_of_frame(frame)
             return

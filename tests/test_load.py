@@ -216,3 +216,10 @@ def test_files_with_a_bom_or_a_coding_line_load_as_python_reads_them(tmp_path):
     assert not report.has_errors, [m.reason for m in report.models]
     assert {(f.path.rpartition("/")[2], f.line) for f in report.findings} == {
         ("bom.py", 7), ("latin.py", 9)}
+
+
+def test_model_built_by_the_expression_itself_is_not_placed_in_the_callers_code():
+    report = lint_specs(["torch.nn:Sequential(Conv2d(3, 4, 3), BatchNorm2d(4))"])
+    [finding] = report.findings
+    assert finding.code == "BN001" and finding.path is None
+    assert "also built" not in finding.message
