@@ -179,7 +179,8 @@ def _import_file(path: Path):
     while (folder / "__init__.py").exists():
         package_parts.insert(0, folder.name)
         folder = folder.parent
-    with _on_sys_path(folder), _on_sys_path(path.parent), recording():
+    # the working directory too, as `python -m` puts it there: projects import from their root
+    with _on_sys_path(Path.cwd()), _on_sys_path(folder), _on_sys_path(path.parent), recording():
         if len(package_parts) > 1:
             return importlib.import_module(".".join(package_parts))
         name = f"bnlint_user_{abs(hash(str(path))):x}_{path.stem}"

@@ -223,3 +223,15 @@ def test_model_built_by_the_expression_itself_is_not_placed_in_the_callers_code(
     [finding] = report.findings
     assert finding.code == "BN001" and finding.path is None
     assert "also built" not in finding.message
+
+
+def test_files_can_import_packages_from_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "blocks.py").write_text(NET)
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "model.py").write_text("from pkg.blocks import Net\n\nmodel = Net()\n")
+    monkeypatch.chdir(tmp_path)
+    report = lint_specs(["scripts/model.py"])
+    assert not report.has_errors, [m.reason for m in report.models]
+    assert [f.code for f in report.findings] == ["BN001"]
