@@ -230,7 +230,8 @@ def test_files_can_import_packages_from_the_working_directory(tmp_path, monkeypa
     (tmp_path / "pkg" / "__init__.py").write_text("")
     (tmp_path / "pkg" / "blocks.py").write_text(NET)
     (tmp_path / "scripts").mkdir()
-    (tmp_path / "scripts" / "model.py").write_text("from pkg.blocks import Net\n\nmodel = Net()\n")
+    (tmp_path / "scripts" / "model.py").write_text(
+        "import torch\nfrom pkg.blocks import Net\n\nmodel = Net()\n")
     monkeypatch.chdir(tmp_path)
     report = lint_specs(["scripts/model.py"])
     assert not report.has_errors, [m.reason for m in report.models]
