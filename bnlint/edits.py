@@ -15,6 +15,7 @@ import ast
 import difflib
 import os
 import re
+import stat
 import tempfile
 import tokenize
 from collections.abc import Iterable
@@ -207,11 +208,14 @@ class FileChanged(RuntimeError):
 def write_atomic(path: str | Path, expected: str, new_text: str) -> None:
     """Replace the file's contents, unless it no longer holds ``expected`` (someone edited it
     since it was read). The new text goes to a temporary file beside it, then is renamed over
-    it, so a crash never leaves a half-written file; the file's permissions are kept."""
+    it, so a crash never leaves a half-written file; the file's permissions are kept. A
+    read-only file is refused, as an editor would (a rename alone would not notice)."""
     path = Path(path)
     if read_source(path) != expected:
         raise FileChanged(f"{path} changed since bnlint read it; not writing")
     mode = path.stat().st_mode
+    if not mode & stat.S_IWUSR:
+        raise PermissionError(f"{path} is read-only; not writing")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".bnlint")
     try:
         with os.fdopen(fd, "w", encoding=source_encoding(path), newline="") as handle:

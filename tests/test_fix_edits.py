@@ -97,3 +97,17 @@ def test_write_keeps_a_bom_and_a_declared_encoding(tmp_path):
         text = read_source(path)
         write_atomic(path, text, text.replace("1", "2").replace("caf", "CAF"))
         assert path.read_bytes() == raw.replace(b"1", b"2").replace(b"caf", b"CAF")
+
+
+def test_read_only_file_is_refused_and_left_alone(tmp_path):
+    import pytest
+
+    from bnlint.edits import write_atomic
+
+    path = tmp_path / "model.py"
+    path.write_text("x = 1\n")
+    path.chmod(0o444)
+    with pytest.raises(PermissionError, match="read-only"):
+        write_atomic(path, "x = 1\n", "x = 2\n")
+    assert path.read_text() == "x = 1\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.py"]
