@@ -223,7 +223,7 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
             from bnlint.sourcefix import SourceFixer
 
             fixer = SourceFixer(enabled_codes(select, ignore), unsafe=unsafe_fixes,
-                                save_to=save_fixed)
+                                named=paths, save_to=save_fixed)
         report = lint_specs(
             paths,
             select=select,

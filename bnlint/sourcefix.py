@@ -21,6 +21,7 @@ import ast
 import fnmatch
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -115,8 +116,20 @@ class Plan:
         return Report(findings=kept, models=report.models)
 
 
-def _editable(path: str) -> str | None:
-    """Why bnlint must not edit this file, or None."""
+def named_paths(specs: Iterable[str]) -> list[Path]:
+    """The files and folders the user named (``file.py:EXPR`` names ``file.py``)."""
+    paths = [Path(split_spec(spec)[0]) for spec in specs]
+    return [p.resolve() for p in paths if p.exists()]
+
+
+def _editable(path: str, named: list[Path]) -> str | None:
+    """Why bnlint must not edit this file, or None. Only files the user named, or that lie in
+    a folder the user named, are edited: a helper in another file may also build layers for
+    models nobody asked bnlint to check."""
+    resolved = Path(path).resolve()
+    if not any(resolved == root or root in resolved.parents for root in named):
+        return ("was not named on the command line (name it, or a folder holding it, to let "
+                "bnlint edit it)")
     relative = os.path.relpath(path)
     if relative.startswith("..") or os.path.isabs(relative):
         return "is outside the working directory"
@@ -137,8 +150,10 @@ def folder_name(spec: str) -> str:
 class SourceFixer:
     """Collects, model by model and script by script, what the source fixes need."""
 
-    def __init__(self, codes: set[str], *, unsafe: bool, save_to: Path | None = None):
+    def __init__(self, codes: set[str], *, unsafe: bool, named: Iterable[str] = (),
+                 save_to: Path | None = None):
         self.codes = codes
+        self.named = named_paths(named)
         self.unsafe = unsafe
         self.save_to = save_to
         self.saved: list[str] = []
@@ -271,7 +286,7 @@ class SourceFixer:
             what = "its bias is not dead" if code == BN001 else "it keeps its place"
             more = f" and {len(others) - 1} more" if len(others) > 1 else ""
             return f"the same call also builds `{name}` (in {spec}){more}, where {what}"
-        why = _editable(site.path)
+        why = _editable(site.path, self.named)
         if why is not None:
             return f"{source.display_path(site.path)} {why}"
         if site.path not in files:

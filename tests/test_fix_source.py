@@ -154,7 +154,7 @@ def test_a_file_changed_after_reading_is_not_written(project):
 
     path = project / "vgg.py"
     path.write_text((FIXTURES / "vgg.py").read_text())
-    fixer = SourceFixer(enabled_codes(), unsafe=False)
+    fixer = SourceFixer(enabled_codes(), unsafe=False, named=[path.name])
     lint_specs([path.name], on_model=fixer.visit_model, on_script=fixer.visit_script)
     plan = fixer.plan()
     assert plan.changes
@@ -226,3 +226,20 @@ def test_a_call_shared_by_two_models_is_edited_only_if_both_are_fixed(project):
     assert ("two.py:5:12: BN001 not fixed in the source: the same call also builds `conv` "
             "(in two.py:B()), where its bias is not dead") in result.stderr
     assert result.exit_code == 1
+
+
+def test_a_helper_in_a_file_that_was_not_named_is_not_edited(project):
+    """net_b.py also builds layers with the helper, where the bias matters: editing the helper
+    while checking only net_a.py would silently change net_b's model."""
+    (project / "common.py").write_text(
+        "import torch.nn as nn\n\n\ndef conv3x3(cin, cout):\n"
+        "    return nn.Conv2d(cin, cout, 3, padding=1)\n")
+    (project / "net_a.py").write_text(
+        "import torch.nn as nn\nfrom common import conv3x3\n\n"
+        "model = nn.Sequential(conv3x3(3, 8), nn.BatchNorm2d(8), nn.ReLU())\n")
+    helper = (project / "common.py").read_text()
+    result = CliRunner().invoke(main, ["net_a.py", "--fix"])
+    assert (project / "common.py").read_text() == helper
+    assert "common.py was not named on the command line" in result.output
+    result = CliRunner().invoke(main, ["net_a.py", "common.py", "--fix"])
+    assert "bias=False" in (project / "common.py").read_text()
