@@ -210,6 +210,11 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
         raise click.UsageError("give the files, folders or model specs to check, e.g. `bnlint .`")
     if unsafe_fixes and not (apply_fixes or show_diff or save_fixed):
         raise click.UsageError("--unsafe-fixes goes with --fix, --diff or --save-fixed")
+    if show_diff and apply_fixes:
+        raise click.UsageError("--diff shows the fixes without writing them; --fix writes them: "
+                               "choose one")
+    if show_diff and fmt != "text":
+        raise click.UsageError("--diff prints a unified diff; it does not go with --format")
     _check_bench(click.get_current_context(), bench, fmt, apply_fixes or show_diff or save_fixed,
                  plot)
     fixer = plan = fixed = entries = None

@@ -137,3 +137,12 @@ def test_prints_of_the_users_code_do_not_corrupt_json(tmp_path):
     assert result.returncode == 1
     assert json.loads(result.stdout)["summary"]["by_code"] == {"BN001": 1}
     assert "building" in result.stderr and "tracing" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--diff", "--fix"], "choose one"),
+    (["--diff", "--format", "json"], "does not go with --format"),
+])
+def test_contradictory_fix_options_are_usage_errors(args, message):
+    result = run(*args, str(FIXTURES / "vgg.py"))
+    assert result.exit_code == 2 and message in result.output
