@@ -1,7 +1,7 @@
 """The command line: parse options, call the API, pick a renderer, choose the exit code.
 
 Exit codes, as ruff's: 0 no findings, 1 findings, 2 usage error, unreadable or failing model
-files, or an internal error.
+files, or an internal error; 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from bnlint.config import ConfigError, load_config
 from bnlint.render import FORMATS, render
 from bnlint.rules import RULES, UnknownRuleError, enabled_codes
 
-EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _codes(values: tuple[str, ...]) -> list[str]:
@@ -251,6 +251,10 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
     except (ConfigError, UnknownRuleError) as exc:
         click.echo(f"bnlint: error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        # 130, as shells report Ctrl-C: never 1, which would read as "findings"
+        click.echo("bnlint: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 - a bug of ours: one line, traceback on request
         click.echo(f"bnlint: internal error: {exc!r}", err=True)
         if verbose:

@@ -146,3 +146,11 @@ def test_prints_of_the_users_code_do_not_corrupt_json(tmp_path):
 def test_contradictory_fix_options_are_usage_errors(args, message):
     result = run(*args, str(FIXTURES / "vgg.py"))
     assert result.exit_code == 2 and message in result.output
+
+
+def test_interrupt_exits_130_not_the_findings_status(tmp_path):
+    path = tmp_path / "slow.py"
+    path.write_text("import torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+                    "        super().__init__()\n        raise KeyboardInterrupt\n")
+    result = run(str(path))
+    assert result.exit_code == 130 and "interrupted" in result.output
