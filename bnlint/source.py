@@ -50,10 +50,16 @@ def display_path(path: str | os.PathLike | None) -> str | None:
     return str(path) if relative.startswith("..") else relative
 
 
+@lru_cache(maxsize=4096)
+def _real_path(filename: str) -> str:
+    """``realpath`` of a code object's file: asked for every frame walked, so cached."""
+    return os.path.realpath(filename)
+
+
 def is_user_file(filename: str) -> bool:
     if filename.startswith("<"):
         return False
-    return not os.path.realpath(filename).startswith(_internal_dirs())
+    return not _real_path(filename).startswith(_internal_dirs())
 
 
 # --- construction sites --------------------------------------------------------------------
@@ -76,7 +82,7 @@ def _site_of_frame(frame) -> Site:
         line_, end_line, col, end_col = positions[index]
         line = line_ or line
     return Site(
-        path=os.path.realpath(frame.f_code.co_filename),
+        path=_real_path(frame.f_code.co_filename),
         line=line,
         col=(col or 0) + 1,
         end_line=end_line or line,
@@ -90,7 +96,7 @@ def _record(module) -> None:
     own = _internal_dirs()[0]
     frame = sys._getframe(2)
     while frame is not None:
-        if os.path.realpath(frame.f_code.co_filename).startswith(own):
+        if _real_path(frame.f_code.co_filename).startswith(own):
             return
         if is_user_file(frame.f_code.co_filename) and frame.f_locals.get("self") is not module:
             _sites[module] = _site_of_frame(frame)

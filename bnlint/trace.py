@@ -7,7 +7,6 @@ from __future__ import annotations
 import sys
 import traceback
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -71,11 +70,6 @@ class Tracer(fx.Tracer):
         return super().is_leaf_module(m, module_qualified_name)
 
 
-@lru_cache(maxsize=1024)
-def _is_user_file(filename: str) -> bool:
-    return source.is_user_file(filename)
-
-
 def user_stack() -> str | None:
     """The user's frames in the forward being traced, outermost first, as a traceback writes
     them (``File "path", line N, in name``). This is what fx's ``record_stack_traces`` keeps of
@@ -91,7 +85,7 @@ def user_stack() -> str | None:
         return None
     return "\n".join(
         f'  File "{f.f_code.co_filename}", line {f.f_lineno}, in {f.f_code.co_name}'
-        for f in reversed(frames[: forwards[-1] + 1]) if _is_user_file(f.f_code.co_filename)
+        for f in reversed(frames[: forwards[-1] + 1]) if source.is_user_file(f.f_code.co_filename)
     ) or None
 
 
