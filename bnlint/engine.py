@@ -71,15 +71,11 @@ def _fixable_at_their_call(model: nn.Module, findings: list[Finding]) -> list[Fi
     that call built has the same fixable finding: a helper that also builds layers where the
     fix does not apply keeps its code, and the finding says why."""
     fixable = {(f.code, f.module) for f in findings if f.fix and f.module}
-    built: dict[source.Site, list[str]] = {}
-    for name, module in model.named_modules():
-        site = source.recorded_site(module)
-        if site is not None:
-            built.setdefault(site, []).append(name)
+    built = source.built_by_call(model)
     checked = []
     for f in findings:
         site = source.recorded_site(model.get_submodule(f.module)) if f.fix and f.module else None
-        others = [n for n in built.get(site, []) if (f.code, n) not in fixable]
+        others = [n for n, _ in built.get(site, []) if (f.code, n) not in fixable]
         if others:
             f = replace(f, fix=None, message=(
                 f"{f.message} (Not fixable in the source: the call that built it also builds "

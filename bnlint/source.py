@@ -132,6 +132,16 @@ def recorded_site(module) -> Site | None:
     return _sites.get(module)
 
 
+def built_by_call(model) -> dict[Site, list[tuple[str, object]]]:
+    """Each recorded call site in ``model``, with the (qualified name, module) pairs it built."""
+    built: dict[Site, list[tuple[str, object]]] = {}
+    for name, module in model.named_modules():
+        site = _sites.get(module)
+        if site is not None:
+            built.setdefault(site, []).append((name, module))
+    return built
+
+
 def construction_site(root, qualified_name: str) -> Site | None:
     """Where the submodule was built: recorded at construction, else found in the source of
     the parent's class (``self.<name> = ...``)."""

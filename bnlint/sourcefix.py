@@ -130,8 +130,8 @@ def _editable(path: str, named: list[Path]) -> str | None:
     if not any(resolved == root or root in resolved.parents for root in named):
         return ("was not named on the command line (name it, or a folder holding it, to let "
                 "bnlint edit it)")
-    relative = os.path.relpath(path)
-    if relative.startswith("..") or os.path.isabs(relative):
+    relative = source.display_path(path)
+    if os.path.isabs(relative):
         return "is outside the working directory"
     for part in Path(relative).parts[:-1]:
         if any(fnmatch.fnmatch(part, pattern) for pattern in DEFAULT_EXCLUDE):
@@ -172,9 +172,8 @@ class SourceFixer:
     def visit_model(self, spec: str, model, findings: list[Finding]) -> None:
         from bnlint.autofix import CopyError, fix
 
-        for name, module in model.named_modules():
-            site = source.recorded_site(module)
-            if site is not None:
+        for site, modules in source.built_by_call(model).items():
+            for name, module in modules:
                 self.built.setdefault(site, {})[(spec, name)] = type(module)
         if not any(f.fix for f in findings):
             return  # nothing to fix: only the calls it made count (above)
