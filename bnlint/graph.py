@@ -96,6 +96,14 @@ def describe(gm: fx.GraphModule, node: fx.Node, prefix: str = "") -> str:
     return f"torch.{name}" if module.startswith("torch") else name
 
 
+def shape_of(node: fx.Node) -> tuple[int, ...] | None:
+    """The shape of the tensor ``node`` computes, where an example input let it be recorded
+    (``node.meta["tensor_meta"]``, as ``torch.fx.passes.shape_prop`` leaves it), else ``None``."""
+    meta = node.meta.get("tensor_meta")
+    shape = getattr(meta, "shape", None)
+    return tuple(shape) if shape is not None else None
+
+
 def type_name(gm: fx.GraphModule, node: fx.Node) -> str:
     """The layer's class name for modules (``Conv2d``), the function name otherwise."""
     module = module_of(gm, node)
