@@ -41,3 +41,18 @@ def line_of(path, needle: str) -> int:
         if needle in text:
             return number
     raise AssertionError(f"{needle!r} not in {path}")
+
+
+def run_bnlint(*args, cwd):
+    """Run the command line in-process from ``cwd``, where paths are shown relative to and the
+    folder --fix may edit; returns click's Result (``stdout`` holds the report or the diff)."""
+    from click.testing import CliRunner
+
+    from bnlint.cli import main
+
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(main, [str(arg) for arg in args])
+    finally:
+        os.chdir(before)
