@@ -6,6 +6,7 @@ files, or an internal error; 130 when interrupted.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import traceback
@@ -59,6 +60,12 @@ def _tell(fixer, plan) -> None:
     if hidden:
         click.echo(f"{hidden} more fix{'es' * (hidden != 1)} with --unsafe-fixes (they change "
                    "what the model computes, so it needs training again).", err=True)
+
+
+def _warn(report) -> None:
+    """On stderr, whatever the format: a run that checked nothing must not pass for clean."""
+    for warning in report.warnings:
+        click.echo(f"bnlint: warning: {warning}", err=True)
 
 
 BENCH_ONLY = ("lr_sweep", "plot", "input_shape", "data", "steps", "seeds", "lr", "time_budget",
@@ -125,6 +132,48 @@ def _show_bench(entries, fmt: str, plot, verbose: bool) -> None:
         click.echo(f"Loss curves written to {plot}", err=True)
 
 
+class _Stdout:
+    """``sys.stdout`` for a run whose reader may stop early (`bnlint --explain BN001 | head -1`):
+    once the pipe is closed, the rest of the output goes to /dev/null, as Python's
+    documentation advises for SIGPIPE, and the run ends with the status a full read would
+    have seen, without a traceback."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._discard()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._discard()
+
+    def _discard(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+class _Command(click.Command):
+    def main(self, *args, **kwargs):
+        stdout = sys.stdout
+        sys.stdout = _Stdout(stdout)
+        try:
+            return super().main(*args, **kwargs)
+        finally:
+            sys.stdout.flush()
+            sys.stdout = stdout
+
+
 EPILOG = """\b
 PATHS are .py files, folders (searched recursively), or specs naming a model:
   bnlint models/                        every model the files define
@@ -140,11 +189,12 @@ that change what the model computes. --save-fixed DIR writes each fixed model (c
 weights) to a new folder in DIR.
 \b
 Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to show),
-2 usage error or a model that failed to load.
+2 usage error, a model that failed to load, or a file --fix could not write.
 """
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
+@click.command(cls=_Command, context_settings={"help_option_names": ["-h", "--help"]},
+               epilog=EPILOG)
 @click.argument("paths", nargs=-1)
 @click.option("--select", multiple=True, metavar="CODES",
               help="Only these rule codes or prefixes (comma-separated). Default: the default rules.")
@@ -217,7 +267,8 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
         raise click.UsageError("--diff prints a unified diff; it does not go with --format")
     _check_bench(click.get_current_context(), bench, fmt, apply_fixes or show_diff or save_fixed,
                  plot)
-    fixer = plan = fixed = entries = None
+    fixer = plan = entries = None
+    refused = False  # a file --fix could not write
     benched: list = []
     try:
         settings = load_config()
@@ -241,9 +292,10 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
         if fixer is not None and (apply_fixes or show_diff):
             plan = fixer.plan()
             if not show_diff:
+                changes = len(plan.changes)
                 plan.write()
-                remaining = plan.remaining(report, enabled_codes(select, ignore))
-                fixed, report = len(report.findings) - len(remaining.findings), remaining
+                refused = len(plan.changes) < changes
+                report = plan.remaining(report, enabled_codes(select, ignore))
         if bench:
             entries = _bench(benched, select, ignore, dict(
                 lr_sweep=lr_sweep, input_shape=input_shape, data=data, steps=steps, seeds=seeds,
@@ -264,6 +316,7 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
         sys.exit(EXIT_ERROR)
     if show_diff:
         click.echo(plan.diff(), nl=False)
+        _warn(report)
         for m in report.models:
             if m.status == "error":
                 click.echo(f"bnlint: error: {m.spec}: {m.reason}", err=True)
@@ -275,12 +328,13 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
     if entries is not None and fmt == "json":
         render_bench.render_json(report, entries, sys.stdout)
     else:
-        render(report, fmt, sys.stdout, verbose=verbose, fixed=fixed)
+        render(report, fmt, sys.stdout, verbose=verbose)
+    _warn(report)
     if entries is not None:
         _show_bench(entries, fmt, plot, verbose)
     if fixer is not None:
         _tell(fixer, plan)
-    if report.has_errors:
+    if report.has_errors or refused:
         if fmt in ("json", "sarif"):  # stdout is for programs: say on stderr what failed
             for m in report.models:
                 if m.status == "error":

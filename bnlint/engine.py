@@ -9,7 +9,7 @@ from dataclasses import replace
 from torch import fx, nn
 
 from bnlint import config, source
-from bnlint.findings import Finding, Hit, ModelResult, Report
+from bnlint.findings import Finding, Hit, Instance, ModelResult, Report
 from bnlint.rules import GRAPH, RULES, Rule, enabled_codes
 from bnlint.trace import Unit, trace_model
 
@@ -86,25 +86,49 @@ def _fixable_at_their_call(model: nn.Module, findings: list[Finding]) -> list[Fi
 
 def merge(findings: Iterable[Finding]) -> list[Finding]:
     """One finding per rule and source position: a line that builds eight layers (a block
-    used eight times, or by several models) is one problem in the user's code, not eight."""
+    used eight times, or by several models) is one problem in the user's code, not eight.
+    The merged finding keeps every module as an instance, and its message names the others."""
     groups: dict[tuple, list[Finding]] = {}
     for f in findings:
         key = (f.code, f.path, f.line, f.col) if f.path else (f.code, f.model, f.module, f.message)
         groups.setdefault(key, []).append(f)
     merged = []
     for group in groups.values():
-        first = group[0]
-        others = list(dict.fromkeys(f.module or f.model for f in group[1:]))
-        if others:
-            shown = ", ".join(f"`{o}`" for o in others[:3])
-            more = f" and {len(others) - 3} more" if len(others) > 3 else ""
-            first = Finding(**{**first.__dict__, "message":
-                               f"{first.message} The same line also built {shown}{more}."})
+        related: dict[tuple, dict[str, None]] = {}  # (model, module) -> related, in order
+        for f in group:
+            related.setdefault((f.model, f.module), {}).update(dict.fromkeys(f.related))
+        instances = tuple(Instance(model, module, tuple(names))
+                          for (model, module), names in related.items())
+        first = replace(group[0], related=instances[0].related, instances=instances)
+        if len(instances) > 1:
+            first = replace(first, message=f"{first.message} {_also(first, instances[1:])}")
         merged.append(first)
     return sorted(merged, key=lambda f: (f.path or "", f.line or 0, f.col or 0, f.code))
 
 
+def _also(first: Finding, others: tuple[Instance, ...]) -> str:
+    """``The same line also built `a`, `b`, `c` and 5 more.``: the other instances of a
+    merged finding, named inside the first one's model and qualified outside it."""
+    def name(other: Instance) -> str:
+        if other.model == first.model or other.module is None:
+            return f"`{other.module or other.model}`"
+        return f"`{other.module}` (in {other.model})"
+
+    shown = ", ".join(name(o) for o in others[:3])
+    more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+    models = len({first.model, *(o.model for o in others)})
+    across = f", in {models} models" if models > 1 else ""
+    verb = "built" if first.module else "ran in"
+    return f"The same line also {verb} {shown}{more}{across}."
+
+
 def check(model: nn.Module, *, select=None, ignore=None, name: str | None = None) -> Report:
     """Lint one model object. Nothing about it changes: it is traced, never run."""
-    findings, result = analyse(model, name or type(model).__name__, enabled_codes(select, ignore))
-    return Report(findings=merge(findings), models=[result])
+    from bnlint.lint import NO_RULE
+
+    codes = enabled_codes(select, ignore)
+    findings, result = analyse(model, name or type(model).__name__, codes)
+    rules = sorted(c for c in codes if RULES[c].scope == GRAPH)
+    warnings = [] if rules else [NO_RULE if not codes else (
+        "no rule ran: the selected rules read scripts, and check() is given a model")]
+    return Report(findings=merge(findings), models=[result], rules=rules, warnings=warnings)

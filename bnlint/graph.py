@@ -89,11 +89,22 @@ def describe(gm: fx.GraphModule, node: fx.Node, prefix: str = "") -> str:
     target = node.target
     module = getattr(target, "__module__", "") or ""
     name = getattr(target, "__name__", str(target))
-    if module.startswith("torch.nn.functional"):
-        return f"F.{name}"
+    if module.startswith("torch.nn.functional") or getattr(F, name, None) is target:
+        return f"F.{name}"  # F.conv2d is torch.conv2d: name it as the documented API does
     if module.startswith("_operator") or module == "operator":
         return {"add": "+", "iadd": "+=", "sub": "-", "isub": "-="}.get(name, name)
     return f"torch.{name}" if module.startswith("torch") else name
+
+
+def label(gm: fx.GraphModule, node: fx.Node, prefix: str = "") -> str:
+    """How a message names a node: ``Conv2d `features.0``` for a module, ```F.conv2d(...)```
+    for a function, as it is called, and ```.relu()``` for a method."""
+    name = describe(gm, node, prefix)
+    if node.op == "call_module":
+        return f"{type(module_of(gm, node)).__name__} `{name}`"
+    if node.op == "call_function" and name[:1].isalpha():
+        return f"`{name}(...)`"
+    return f"`{name}`"
 
 
 def shape_of(node: fx.Node) -> tuple[int, ...] | None:

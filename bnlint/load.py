@@ -61,9 +61,10 @@ class Loaded:
 class LoadError(Exception):
     """A spec that cannot be loaded: one line for the user, the traceback for --verbose."""
 
-    def __init__(self, message: str, detail: str | None = None):
+    def __init__(self, message: str, detail: str | None = None, line: int | None = None):
         super().__init__(message)
         self.detail = detail
+        self.line = line  # in the file the spec names, when known
 
 
 # --- finding files -----------------------------------------------------------------------------
@@ -202,7 +203,19 @@ def _import_file(path: Path):
 def _failure(spec: str, what: str, exc: BaseException) -> LoadError:
     detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-    return LoadError(f"{what}: {last}", detail)
+    return LoadError(f"{what}: {last}", detail, _line_in(spec_path(spec), exc))
+
+
+def _line_in(path: str | None, exc: BaseException) -> int | None:
+    """The line of ``path`` that raised ``exc`` or called what raised it, when it did."""
+    if path is None:
+        return None
+    real = os.path.realpath(path)
+    if isinstance(exc, SyntaxError) and exc.filename and os.path.realpath(exc.filename) == real:
+        return exc.lineno
+    lines = [line for frame, line in traceback.walk_tb(exc.__traceback__)
+             if os.path.realpath(frame.f_code.co_filename) == real]
+    return lines[-1] if lines else None
 
 
 # --- finding models in a namespace -----------------------------------------------------------
@@ -302,7 +315,8 @@ def load(specs: Iterable[str], exclude: Iterable[str] = (), *,
     """The models and files the specs name. With ``import_models=False`` nothing is imported:
     only the files are collected, for the rules that read source without running it."""
     loaded = Loaded()
-    for spec in specs:
+    seen: set[Path] = set()  # a file named twice, or also inside a folder named, is read once
+    for spec in dict.fromkeys(specs):
         target, expr = split_spec(spec)
         path = Path(target)
         if expr is None:
@@ -310,6 +324,9 @@ def load(specs: Iterable[str], exclude: Iterable[str] = (), *,
                 loaded.results.append(ModelResult(spec, "error", f"no such file or folder: {target}"))
                 continue
             for file in python_files(path, exclude):
+                if file.resolve() in seen:
+                    continue
+                seen.add(file.resolve())
                 loaded.files.append(file)
                 if import_models:
                     _load_file(file, loaded)
@@ -320,7 +337,27 @@ def load(specs: Iterable[str], exclude: Iterable[str] = (), *,
         else:
             loaded.results.append(ModelResult(
                 spec, "skipped", "not imported: no enabled rule needs to build a model"))
+    files: dict[Path, Path] = {}
+    for file in loaded.files:
+        files.setdefault(file.resolve(), file)
+    candidates: dict[tuple, Candidate] = {}
+    for candidate in loaded.candidates:
+        candidates.setdefault(_identity(candidate.spec), candidate)
+    loaded.files, loaded.candidates = list(files.values()), list(candidates.values())
     return loaded
+
+
+def spec_path(spec: str) -> str | None:
+    """The Python file a spec names (``file.py`` or ``file.py:EXPR``), if it names one."""
+    target, _ = split_spec(spec)
+    return target if Path(target).is_file() else None
+
+
+def _identity(spec: str) -> tuple[str, str | None]:
+    """What a spec builds, whichever way the file is written: ``./m.py:Net()`` is ``m.py:Net()``."""
+    target, expr = split_spec(spec)
+    path = spec_path(spec)
+    return (os.path.realpath(path) if path else target), expr
 
 
 def _load_file(path: Path, loaded: Loaded) -> None:
@@ -336,7 +373,7 @@ def _load_file(path: Path, loaded: Loaded) -> None:
         tree = ast.parse(text, filename=str(path))
     except SyntaxError as exc:
         loaded.results.append(ModelResult(
-            label, "error", f"syntax error at line {exc.lineno}: {exc.msg}"))
+            label, "error", f"syntax error at line {exc.lineno}: {exc.msg}", line=exc.lineno))
         return
     work = runs_code_on_import(tree)
     if work is not None:
@@ -357,7 +394,8 @@ def _load_file(path: Path, loaded: Loaded) -> None:
         if isinstance(exc, KeyboardInterrupt):
             raise
         error = _failure(label, "import failed", exc)
-        loaded.results.append(ModelResult(label, "error", str(error), detail=error.detail))
+        loaded.results.append(ModelResult(label, "error", str(error), detail=error.detail,
+                                          line=error.line))
         return
     find_models(tree, vars(module), module.__name__, label, loaded)
 
@@ -382,7 +420,8 @@ def _load_expression(spec: str, target: str, expr: str, loaded: Loaded) -> None:
         if isinstance(exc, KeyboardInterrupt):
             raise
         error = _failure(spec, "import failed", exc)
-        loaded.results.append(ModelResult(spec, "error", str(error), detail=error.detail))
+        loaded.results.append(ModelResult(spec, "error", str(error), detail=error.detail,
+                                          line=error.line))
         return
     try:
         code = compile(expr, f"<{spec}>", "eval")

@@ -32,6 +32,7 @@ from bnlint.edits import (
     FileChanged,
     apply_edits,
     compatible,
+    moved_lines,
     node_at,
     read_source,
     split_lines,
@@ -102,18 +103,23 @@ class Plan:
         source.forget_files()
 
     def remaining(self, report: Report, codes: set[str]) -> Report:
-        """``report`` after ``write``: the findings the edits resolved are gone, and the script
-        rules have checked the edited files again."""
+        """``report`` after ``write``: the findings the edits resolved move to ``fixed``, and
+        the script rules have checked the edited files again."""
         from bnlint.lint import check_scripts
 
-        edited = {source.display_path(p) for p in self.changes}
+        edited = {source.display_path(p): p for p in self.changes}
         resolved = set().union(*self.resolves.values()) if self.resolves else set()
         script = {c for c in codes if RULES[c].scope == SCRIPT}
         kept = [f for f in report.findings if (f.code, f.path, f.line, f.col) not in resolved
                 and not (f.code in script and f.path in edited)]
-        kept += check_scripts([Path(p) for p in self.changes], script)
-        kept.sort(key=lambda f: (f.path or "", f.line or 0, f.col or 0, f.code))
-        return Report(findings=kept, models=report.models)
+        again = check_scripts([Path(p) for p in self.changes], script)
+        found_again = {(f.code, f.path, f.line, f.col) for f in again}
+        moved = {path: moved_lines(*self.changes[real]) for path, real in edited.items()}
+        left = {id(f) for f in kept}
+        fixed = [f for f in report.findings if id(f) not in left and (
+            f.code, f.path, moved.get(f.path, {}).get(f.line), f.col) not in found_again]
+        kept = sorted(kept + again, key=lambda f: (f.path or "", f.line or 0, f.col or 0, f.code))
+        return replace(report, findings=kept, fixed=fixed)
 
 
 def named_paths(specs: Iterable[str]) -> list[Path]:

@@ -24,8 +24,10 @@ def test_finds_biased_convs_in_vgg_fixture_at_the_constructing_line():
     assert finding.module == "features.0"
     assert finding.related == ("features.1",)
     assert finding.fix == "safe"
-    # the helper line builds all eight convs of VGG11: one finding, naming the others
-    assert "features.4" in finding.message and "5 more" in finding.message
+    # the helper line builds all eight convs of both VGG11s: one finding, naming the others
+    assert "features.4" in finding.message and "12 more, in 2 models" in finding.message
+    assert finding.instances[0] == (finding.model, "features.0", ("features.1",))
+    assert len(finding.instances) == 16
 
 
 def test_clean_models_stay_silent():

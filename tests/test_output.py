@@ -25,13 +25,13 @@ def rendered(report, fmt, **options):
 
 def test_json_has_exactly_the_documented_fields(report):
     data = json.loads(rendered(report, "json"))
-    assert set(data) == {"findings", "models", "summary"}
+    assert set(data) == {"findings", "models", "warnings", "summary"}
     for finding in data["findings"]:
         assert set(finding) == {"code", "severity", "message", "model", "module", "related",
-                                "path", "line", "col", "fix"}
+                                "path", "line", "col", "fix", "instances"}
         assert finding["fix"] is None or finding["fix"]["safety"] in ("safe", "unsafe")
     for model in data["models"]:
-        assert set(model) == {"spec", "status", "reason", "trace", "opaque"}
+        assert set(model) == {"spec", "status", "reason", "trace", "opaque", "path", "line"}
     partial = next(m for m in data["models"] if m["spec"].endswith("DynamicNet()"))
     assert partial["trace"] == "partial" and partial["opaque"] == [""]
     assert data["summary"]["findings"] == len(data["findings"])

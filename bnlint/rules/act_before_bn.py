@@ -112,7 +112,6 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
             continue
         activation, via = found
         act = graph.describe(gm, activation, prefix)
-        act_type = graph.type_name(gm, activation)
         bn = graph.describe(gm, node, prefix)
         through = ""
         if via:
@@ -130,11 +129,11 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
                 "A plain reorder is not possible: the activation's output also feeds other"
                 " layers."
             )
-        label = f"{act_type} `{act}`" if act_type != act else f"`{act}`"
         yield Hit(
             code=CODE,
             message=(
-                f"{graph.type_name(gm, node)} `{bn}` normalises the output of {label}{through}; "
+                f"{graph.label(gm, node, prefix)} normalises the output of "
+                f"{graph.label(gm, activation, prefix)}{through}; "
                 f"the usual order is layer -> BatchNorm -> activation. {advice}"
             ),
             module=bn if node.op == "call_module" else None,

@@ -66,10 +66,14 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
         through = ""
         if via:
             through = " through " + ", ".join(dict.fromkeys(graph.describe(gm, v, prefix) for v in via))
+        if all(bn.op == "call_module" for bn in batchnorms):
+            into = f"{'/'.join(bn_types)} `{'`, `'.join(bn_names)}`"
+        else:
+            into = ", ".join(sorted({graph.label(gm, bn, prefix) for bn in batchnorms}))
         message = (
-            f"{graph.type_name(gm, node)} `{layer}` has a bias, but its output goes{through} "
-            f"into {'/'.join(bn_types)} `{'`, `'.join(bn_names)}`, which subtracts the "
-            f"per-channel mean: the bias is dead weight. Use bias=False."
+            f"{graph.label(gm, node, prefix)} has a bias, but its output goes{through} "
+            f"into {into}, which subtracts the per-channel mean: the bias is dead weight. "
+            f"Use bias=False."
         )
         fix = None
         if node.op == "call_module":
