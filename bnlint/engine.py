@@ -10,6 +10,7 @@ from torch import fx, nn
 
 from bnlint import config, source
 from bnlint.findings import Finding, Hit, ModelResult, Report
+from bnlint.inputs import Example, resolve
 from bnlint.rules import GRAPH, RULES, Rule, enabled_codes
 from bnlint.trace import Unit, trace_model
 
@@ -36,8 +37,10 @@ def unsuppressed_hits(root: nn.Module, units: Iterable[Unit],
                 yield rule, hit, site
 
 
-def analyse(model: nn.Module, model_name: str, codes: Iterable[str]) -> tuple[list[Finding], ModelResult]:
-    """Findings for one model (unmerged, one per offending node) and what tracing achieved."""
+def analyse(model: nn.Module, model_name: str, codes: Iterable[str],
+            example: Example | None = None) -> tuple[list[Finding], ModelResult]:
+    """Findings for one model (unmerged, one per offending node) and what tracing achieved.
+    ``example`` is the forward's input, when one is known."""
     rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == GRAPH]
     traced = trace_model(model)
     findings = []
@@ -104,7 +107,13 @@ def merge(findings: Iterable[Finding]) -> list[Finding]:
     return sorted(merged, key=lambda f: (f.path or "", f.line or 0, f.col or 0, f.code))
 
 
-def check(model: nn.Module, *, select=None, ignore=None, name: str | None = None) -> Report:
-    """Lint one model object. Nothing about it changes: it is traced, never run."""
-    findings, result = analyse(model, name or type(model).__name__, enabled_codes(select, ignore))
+def check(model: nn.Module, *, select=None, ignore=None, name: str | None = None,
+          example=None) -> Report:
+    """Lint one model object. Nothing about it changes: it is traced, never run.
+    ``example`` is the forward's input: a tensor, a tuple of arguments, an ``(args, kwargs)``
+    pair or an ``Example``; without one, ``bnlint.inputs.resolve`` looks for one."""
+    example = resolve(model, example, probing=False)
+    findings, result = analyse(model, name or type(model).__name__, enabled_codes(select, ignore),
+                               example)
+    result.example = example
     return Report(findings=merge(findings), models=[result])

@@ -47,7 +47,10 @@ class Finding:
 
 @dataclass
 class ModelResult:
-    """What happened to one model spec: analysed (fully or in part), skipped, or failed."""
+    """What happened to one model spec: analysed (fully or in part), skipped, or failed.
+
+    ``example`` is the input its forward was given (a ``bnlint.inputs.Example``), described in
+    JSON as ``input``; ``notes`` say how it was analysed (shown with --verbose)."""
 
     spec: str
     status: str  # "ok" | "skipped" | "error"
@@ -55,6 +58,8 @@ class ModelResult:
     trace: str | None = None  # "full" | "partial" | None when nothing was traced
     opaque: list[str] = field(default_factory=list)
     detail: str | None = None  # the traceback behind an error, shown with --verbose
+    example: Any = field(default=None, repr=False)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +68,7 @@ class ModelResult:
             "reason": self.reason,
             "trace": self.trace,
             "opaque": list(self.opaque),
+            "input": None if self.example is None else self.example.describe(),
         }
 
 

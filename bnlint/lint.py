@@ -16,6 +16,7 @@ from pathlib import Path
 from bnlint import config
 from bnlint.edits import read_source
 from bnlint.findings import Finding, ModelResult, Report
+from bnlint.inputs import Example, resolve
 from bnlint.load import LoadError, build, load
 from bnlint.rules import GRAPH, RULES, SCRIPT, enabled_codes
 
@@ -43,20 +44,32 @@ def check_scripts(files: Iterable[Path], codes: set[str], on_script=None) -> lis
 
 
 def lint_specs(specs: Iterable[str], *, select=None, ignore=None, exclude=(),
-               static: bool = False, on_model=None, on_script=None) -> Report:
+               static: bool = False, on_model=None, on_script=None, weights: bool = False,
+               example: Example | None = None, input_shape=None) -> Report:
     """``static=True`` keeps only the script rules; whenever no graph rule is enabled, nothing
     is imported, so neither torch nor the user's packages are needed.
     ``on_model(spec, model, findings)`` sees each model while it is alive, with its unmerged
-    findings, and ``on_script`` each script file read: that is how fixes are gathered."""
-    # The user's code may print while it is imported, built or traced: that goes to stderr,
-    # so stdout holds only bnlint's report (which may be JSON or SARIF).
+    findings, and ``on_script`` each script file read: that is how fixes are gathered.
+    Models are built on the meta device, without weights, unless ``weights=True`` (fixing
+    and benchmarking need them) or their ``__init__`` needs tensor values.
+    ``example`` and ``input_shape`` give every model's input (see ``bnlint.inputs.resolve``)."""
+    def prepare(candidate):
+        """The candidate's model, a note on how it was built, its input. Raises LoadError."""
+        model, note = build(candidate, meta=not weights)
+        homes = [candidate.home] if candidate.home else []
+        found = resolve(model, example, input_shape=input_shape, homes=homes, probing=False)
+        return model, note, found
+
+    # The user's code may print while it is imported, built, run or traced: that goes to
+    # stderr, so stdout holds only bnlint's report (which may be JSON or SARIF).
     with contextlib.redirect_stdout(sys.stderr):
-        findings, results = _lint(specs, select, ignore, exclude, static, on_model, on_script)
+        findings, results = _lint(specs, select, ignore, exclude, static, on_model, on_script,
+                                  prepare)
     findings.sort(key=lambda f: (f.path or "", f.line or 0, f.col or 0, f.code))
     return Report(findings=findings, models=results)
 
 
-def _lint(specs, select, ignore, exclude, static, on_model, on_script):
+def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare):
     codes = enabled_codes(select, ignore)
     if static:
         codes = {c for c in codes if RULES[c].scope == SCRIPT}
@@ -70,12 +83,14 @@ def _lint(specs, select, ignore, exclude, static, on_model, on_script):
         model_findings: list[Finding] = []
         for candidate in loaded.candidates:
             try:
-                model = build(candidate)
+                model, note, example = prepare(candidate)
             except LoadError as exc:
                 results.append(ModelResult(candidate.spec, "error", str(exc), detail=exc.detail))
                 continue
             try:
-                found, result = analyse(model, candidate.spec, codes)
+                found, result = analyse(model, candidate.spec, codes, example=example)
+                result.example = example
+                result.notes += [note] if note else []
                 if on_model is not None:
                     on_model(candidate.spec, model, found)
             except Exception as exc:  # noqa: BLE001 - one model must not end the whole run
@@ -89,3 +104,4 @@ def _lint(specs, select, ignore, exclude, static, on_model, on_script):
         findings += merge(model_findings)
     results += [r for cls, r in loaded.needs_arguments.items() if cls not in used]
     return findings, results
+

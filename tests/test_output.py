@@ -31,7 +31,7 @@ def test_json_has_exactly_the_documented_fields(report):
                                 "path", "line", "col", "fix"}
         assert finding["fix"] is None or finding["fix"]["safety"] in ("safe", "unsafe")
     for model in data["models"]:
-        assert set(model) == {"spec", "status", "reason", "trace", "opaque"}
+        assert set(model) == {"spec", "status", "reason", "trace", "opaque", "input"}
     partial = next(m for m in data["models"] if m["spec"].endswith("DynamicNet()"))
     assert partial["trace"] == "partial" and partial["opaque"] == [""]
     assert data["summary"]["findings"] == len(data["findings"])
