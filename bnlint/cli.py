@@ -155,8 +155,8 @@ would start work on import is skipped and named. Configure defaults in
 \b
 Inputs: where a model must be run (to see what tracing cannot, or for --bench), its
 forward's input is the first of: --example; example_input() in the model's file;
---input-shape; INPUT_SHAPE on the model's class or in its file; a common shape
-found by trying some on a copy of the model.
+--input-shape; INPUT_SHAPE on the model's class or in its file; where one is a
+must (--bench), a common shape found by trying some on a copy of the model.
   bnlint 'gnn.py:GIN()' --example 'gnn.py:GraphBatch(torch.randn(10, 6), [4, 6])'
   bnlint models/ --example 'torch:randn(2, 3, 32, 32)'
 \b
@@ -190,15 +190,6 @@ Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to
 @click.option("--save-fixed", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Write each model with fixes, as code and weights, to a new folder in DIR "
                    "(existing files are never replaced).")
-@click.option("--bench", is_flag=True,
-              help="Train each fixable model and a fixed copy side by side for a short budget and "
-                   "say whether the fixes help (every fix of the enabled rules, unsafe ones "
-                   "included; nothing is written).")
-@click.option("--lr-sweep", is_flag=True,
-              help="With --bench: also find the largest learning rate at which each trains.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.png",
-              help="With --bench: plot the loss curves of every seed (needs matplotlib: "
-                   "pip install 'bnlint[plot]').")
 @click.option("--example", metavar="FILE.py:EXPR",
               help="The input of every model's forward: EXPR, evaluated in FILE.py (or in an "
                    "importable module, package.module:EXPR), gives the forward's argument, a "
@@ -208,6 +199,15 @@ Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to
               help="The shape of one input, without the batch dimension, for running the "
                    "models; an example_input() function in the model's file comes first, "
                    "INPUT_SHAPE after (see Inputs below).")
+@click.option("--bench", is_flag=True,
+              help="Train each fixable model and a fixed copy side by side for a short budget and "
+                   "say whether the fixes help (every fix of the enabled rules, unsafe ones "
+                   "included; nothing is written).")
+@click.option("--lr-sweep", is_flag=True,
+              help="With --bench: also find the largest learning rate at which each trains.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.png",
+              help="With --bench: plot the loss curves of every seed (needs matplotlib: "
+                   "pip install 'bnlint[plot]').")
 @click.option("--data", metavar="MODULE:FUNCTION",
               help="With --bench: train on your data, from a function that returns a DataLoader "
                    "or (inputs, targets) tensors. Default: a synthetic task fitted to the model.")
