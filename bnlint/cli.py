@@ -272,7 +272,6 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
             static=static,
             on_model=fixer.visit_model if fixer else _keep_fixable(benched) if bench else None,
             on_script=fixer.visit_script if fixer else None,
-            weights=fixer is not None or bench,
             example=given,
             input_shape=input_shape,
         )
