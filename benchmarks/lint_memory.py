@@ -26,7 +26,7 @@ from pathlib import Path
 from startup import bnlint_command
 
 WIDTH, DEPTH = 8192, 16
-MODEL = f'''"""A 1-billion-parameter MLP: every block's Linear keeps a bias that BatchNorm cancels."""
+MODEL = f'''"""A 1-billion-parameter MLP; every Linear keeps a bias that BatchNorm cancels."""
 import torch.nn as nn
 
 

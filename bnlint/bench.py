@@ -200,7 +200,8 @@ def _forward_copy(model: nn.Module, inputs: torch.Tensor, device, failure: str) 
         with torch.no_grad():
             out = probe(inputs.to(device))
     except Exception as exc:  # noqa: BLE001 - the user's forward may raise anything
-        raise BenchError(f"{failure}: {type(exc).__name__}: {exc}", traceback.format_exc()) from None
+        raise BenchError(f"{failure}: {type(exc).__name__}: {exc}",
+                         traceback.format_exc()) from None
     if not isinstance(out, torch.Tensor):
         raise BenchError(f"the model returns {type(out).__name__}; the benchmark needs a model "
                          "that returns one tensor")
@@ -568,10 +569,11 @@ def benchmark(original: nn.Module, fixed: nn.Module, *, steps: int = DEFAULTS["s
               device: str | None = None, progress: Progress | None = None) -> BenchReport:
     """Train ``original`` and ``fixed`` side by side and say whether the fix helped.
 
-    ``example`` (anything ``bnlint.check`` takes) or ``input_shape`` gives the synthetic
-    task's input, else ``bnlint.inputs.resolve`` finds one. ``data`` is ``None`` for a synthetic task fitted to the model, or the user's data: a
+    ``data`` is ``None`` for a synthetic task fitted to the model, or the user's data: a
     DataLoader, any iterable of ``(inputs, targets)`` batches, a tuple of two tensors, or a
-    function returning one of those (``data_label`` names it in the report).
+    function returning one of those (``data_label`` names it in the report). The synthetic
+    task's input is ``example`` (anything ``bnlint.check`` takes), else the one
+    ``bnlint.inputs.resolve`` finds (``input_shape`` is ``--input-shape``).
     ``time_budget`` (seconds; ``None`` or 0 for no limit) cuts the steps of every run alike
     when the whole benchmark would take longer.
     ``progress(label, done, total)`` is called after every training step. Neither model is

@@ -111,7 +111,8 @@ def check(model: nn.Module, *, select=None, ignore=None, name: str | None = None
           example=None) -> Report:
     """Lint one model object. Nothing about it changes: it is traced, never run.
     ``example`` is the forward's input: a tensor, a tuple of arguments, an ``(args, kwargs)``
-    pair or an ``Example``; without one, ``bnlint.inputs.resolve`` looks for one."""
+    pair or an ``Example``; without one, ``example_input()`` or ``INPUT_SHAPE`` in the model's
+    file gives it (``bnlint.inputs.resolve``)."""
     example = resolve(model, example, probing=False)
     findings, result = analyse(model, name or type(model).__name__, enabled_codes(select, ignore),
                                example)

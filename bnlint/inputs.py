@@ -262,8 +262,8 @@ def _meta_copy(model):
     for tensor in itertools.chain(model.parameters(), model.buffers()):
         try:
             twin = tensor.detach().to("meta")
-        except Exception:  # noqa: BLE001, S112 - uninitialised (lazy) parameters: copied as they are
-            continue
+        except Exception:  # noqa: BLE001, S112 - an uninitialised (lazy) parameter
+            continue  # copied as it is: it holds no data
         if isinstance(tensor, nn.Parameter):
             twin = nn.Parameter(twin, requires_grad=tensor.requires_grad)
         memo[id(tensor)] = twin

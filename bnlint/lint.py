@@ -90,7 +90,8 @@ def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare):
             try:
                 found, result = analyse(model, candidate.spec, codes, example=example)
                 result.example = example
-                result.notes += [note] if note else []
+                if note:
+                    result.notes.append(note)
                 if on_model is not None:
                     on_model(candidate.spec, model, found)
             except Exception as exc:  # noqa: BLE001 - one model must not end the whole run
@@ -104,4 +105,3 @@ def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare):
         findings += merge(model_findings)
     results += [r for cls, r in loaded.needs_arguments.items() if cls not in used]
     return findings, results
-
