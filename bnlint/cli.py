@@ -6,6 +6,7 @@ files, or an internal error; 130 when interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -68,8 +69,7 @@ def _warn(report) -> None:
         click.echo(f"bnlint: warning: {warning}", err=True)
 
 
-BENCH_ONLY = ("lr_sweep", "plot", "input_shape", "data", "steps", "seeds", "lr", "time_budget",
-              "device")
+BENCH_ONLY = ("lr_sweep", "plot", "data", "steps", "seeds", "lr", "time_budget", "device")
 
 
 def _input_shape(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
@@ -106,11 +106,29 @@ def _keep_fixable(models: list):
     return visit
 
 
-def _bench(models, select, ignore, options) -> list:
-    from bnlint.bench import BenchError, bench_models
+def _load_example(spec: str | None, verbose: bool):
+    """``--example``, evaluated; a spec that fails ends the run with one line."""
+    if spec is None:
+        return None
+    from bnlint.inputs import ExampleError, load_example
 
     try:
-        return bench_models(models, select=select, ignore=ignore,
+        with contextlib.redirect_stdout(sys.stderr):  # the user's code may print
+            return load_example(spec)
+    except ExampleError as exc:
+        click.echo(f"bnlint: error: --example {spec}: {exc}", err=True)
+        if verbose and exc.detail:
+            click.echo(exc.detail, err=True)
+        sys.exit(EXIT_ERROR)
+
+
+def _bench(models, report, select, ignore, options) -> list:
+    from bnlint.bench import BenchError, bench_models
+
+    examples = {m.spec: m.example for m in report.models}
+    try:
+        return bench_models([(spec, model, examples.get(spec)) for spec, model in models],
+                            select=select, ignore=ignore,
                             progress=render_bench.progress_bar, **options)
     except BenchError as exc:  # --data that cannot be loaded: no model can be benchmarked
         click.echo(f"bnlint: error: {exc}", err=True)
@@ -184,6 +202,13 @@ A plain file is imported only if its top level just defines things; a script tha
 would start work on import is skipped and named. Configure defaults in
 [tool.bnlint] of pyproject.toml; silence one line with `# bnlint: ignore[BN001]`.
 \b
+Inputs: where a model must be run (to see what tracing cannot, or for --bench), its
+forward's input is the first of: --example; example_input() in the model's file;
+--input-shape; INPUT_SHAPE on the model's class or in its file; where one is a
+must (--bench), a common shape found by trying some on a copy of the model.
+  bnlint 'gnn.py:GIN()' --example 'gnn.py:GraphBatch(torch.randn(10, 6), [4, 6])'
+  bnlint models/ --example 'torch:randn(2, 3, 32, 32)'
+\b
 Fixing: --diff shows the edits, --fix makes the safe ones, --unsafe-fixes adds the ones
 that change what the model computes. --save-fixed DIR writes each fixed model (code and
 weights) to a new folder in DIR.
@@ -215,6 +240,15 @@ Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to
 @click.option("--save-fixed", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Write each model with fixes, as code and weights, to a new folder in DIR "
                    "(existing files are never replaced).")
+@click.option("--example", metavar="FILE.py:EXPR",
+              help="The input of every model's forward: EXPR, evaluated in FILE.py (or in an "
+                   "importable module, package.module:EXPR), gives the forward's argument, a "
+                   "tuple of arguments, or a tuple and a dict of keyword arguments. Comes "
+                   "first of the inputs below.")
+@click.option("--input-shape", callback=_input_shape, metavar="C,H,W",
+              help="The shape of one input, without the batch dimension, for running the "
+                   "models; an example_input() function in the model's file comes first, "
+                   "INPUT_SHAPE after (see Inputs below).")
 @click.option("--bench", is_flag=True,
               help="Train each fixable model and a fixed copy side by side for a short budget and "
                    "say whether the fixes help (every fix of the enabled rules, unsafe ones "
@@ -224,9 +258,6 @@ Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.png",
               help="With --bench: plot the loss curves of every seed (needs matplotlib: "
                    "pip install 'bnlint[plot]').")
-@click.option("--input-shape", callback=_input_shape, metavar="C,H,W",
-              help="With --bench: the shape of one input, without the batch dimension. Default: "
-                   "INPUT_SHAPE in the model's class or file, else found by probing.")
 @click.option("--data", metavar="MODULE:FUNCTION",
               help="With --bench: train on your data, from a function that returns a DataLoader "
                    "or (inputs, targets) tensors. Default: a synthetic task fitted to the model.")
@@ -252,7 +283,7 @@ Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to
               is_eager=True, help="List every rule and exit.")
 @click.version_option(__version__, "--version", prog_name="bnlint")
 def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show_diff, save_fixed,
-         bench, lr_sweep, plot, input_shape, data, steps, seeds, lr, time_budget, device,
+         bench, lr_sweep, plot, example, input_shape, data, steps, seeds, lr, time_budget, device,
          fmt, verbose):
     """Find BatchNorm mistakes in PyTorch models: a biased layer feeding BatchNorm (BN001),
     an activation before BatchNorm (BN002), and more (`bnlint --list-rules`)."""
@@ -265,6 +296,9 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
                                "choose one")
     if show_diff and fmt != "text":
         raise click.UsageError("--diff prints a unified diff; it does not go with --format")
+    if static and (example or input_shape):
+        raise click.UsageError("--static runs no model, so it takes no --example or "
+                               "--input-shape")
     _check_bench(click.get_current_context(), bench, fmt, apply_fixes or show_diff or save_fixed,
                  plot)
     fixer = plan = entries = None
@@ -275,6 +309,7 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
         from bnlint.lint import lint_specs
 
         select, ignore = _codes(select) or settings.select, _codes(ignore) + settings.ignore
+        given = _load_example(example, verbose)
         if apply_fixes or show_diff or save_fixed:
             from bnlint.sourcefix import SourceFixer
 
@@ -288,6 +323,8 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
             static=static,
             on_model=fixer.visit_model if fixer else _keep_fixable(benched) if bench else None,
             on_script=fixer.visit_script if fixer else None,
+            example=given,
+            input_shape=input_shape,
         )
         if fixer is not None and (apply_fixes or show_diff):
             plan = fixer.plan()
@@ -297,7 +334,7 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
                 refused = len(plan.changes) < changes
                 report = plan.remaining(report, enabled_codes(select, ignore))
         if bench:
-            entries = _bench(benched, select, ignore, dict(
+            entries = _bench(benched, report, select, ignore, dict(
                 lr_sweep=lr_sweep, input_shape=input_shape, data=data, steps=steps, seeds=seeds,
                 lr=lr, time_budget=time_budget, device=device))
     except (ConfigError, UnknownRuleError) as exc:

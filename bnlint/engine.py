@@ -10,6 +10,7 @@ from torch import fx, nn
 
 from bnlint import config, source
 from bnlint.findings import Finding, Hit, Instance, ModelResult, Report
+from bnlint.inputs import Example, resolve
 from bnlint.rules import GRAPH, RULES, Rule, enabled_codes
 from bnlint.trace import Unit, trace_model
 
@@ -36,8 +37,10 @@ def unsuppressed_hits(root: nn.Module, units: Iterable[Unit],
                 yield rule, hit, site
 
 
-def analyse(model: nn.Module, model_name: str, codes: Iterable[str]) -> tuple[list[Finding], ModelResult]:
-    """Findings for one model (unmerged, one per offending node) and what tracing achieved."""
+def analyse(model: nn.Module, model_name: str, codes: Iterable[str],
+            example: Example | None = None) -> tuple[list[Finding], ModelResult]:
+    """Findings for one model (unmerged, one per offending node) and what tracing achieved.
+    ``example`` is the forward's input, when one is known."""
     rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == GRAPH]
     traced = trace_model(model)
     findings = []
@@ -122,12 +125,18 @@ def _also(first: Finding, others: tuple[Instance, ...]) -> str:
     return f"The same line also {verb} {shown}{more}{across}."
 
 
-def check(model: nn.Module, *, select=None, ignore=None, name: str | None = None) -> Report:
-    """Lint one model object. Nothing about it changes: it is traced, never run."""
+def check(model: nn.Module, *, select=None, ignore=None, name: str | None = None,
+          example=None) -> Report:
+    """Lint one model object. Nothing about it changes: it is traced, never run.
+    ``example`` is the forward's input: a tensor, a tuple of arguments, an ``(args, kwargs)``
+    pair or an ``Example``; without one, ``example_input()`` or ``INPUT_SHAPE`` in the model's
+    file gives it (``bnlint.inputs.resolve``)."""
     from bnlint.lint import NO_RULE
 
     codes = enabled_codes(select, ignore)
-    findings, result = analyse(model, name or type(model).__name__, codes)
+    example = resolve(model, example, probing=False)
+    findings, result = analyse(model, name or type(model).__name__, codes, example)
+    result.example = example
     rules = sorted(c for c in codes if RULES[c].scope == GRAPH)
     warnings = [] if rules else [NO_RULE if not codes else (
         "no rule ran: the selected rules read scripts, and check() is given a model")]

@@ -62,7 +62,10 @@ class Finding:
 
 @dataclass
 class ModelResult:
-    """What happened to one model spec: analysed (fully or in part), skipped, or failed."""
+    """What happened to one model spec: analysed (fully or in part), skipped, or failed.
+
+    ``example`` is the input its forward was given (a ``bnlint.inputs.Example``), described in
+    JSON as ``input``; ``notes`` say how it was analysed (shown with --verbose)."""
 
     spec: str
     status: str  # "ok" | "skipped" | "error"
@@ -72,6 +75,8 @@ class ModelResult:
     detail: str | None = None  # the traceback behind an error, shown with --verbose
     path: str | None = None  # the file the spec names, if it names one
     line: int | None = None  # where in that file the error arose, when known
+    example: Any = field(default=None, repr=False)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +87,7 @@ class ModelResult:
             "opaque": list(self.opaque),
             "path": self.path,
             "line": self.line,
+            "input": None if self.example is None else self.example.describe(),
         }
 
 

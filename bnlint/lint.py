@@ -17,6 +17,7 @@ from pathlib import Path
 from bnlint import config
 from bnlint.edits import read_source
 from bnlint.findings import Finding, ModelResult, Report
+from bnlint.inputs import Example, resolve
 from bnlint.load import LoadError, build, load, spec_path
 from bnlint.rules import GRAPH, RULES, SCRIPT, enabled_codes
 
@@ -44,20 +45,31 @@ def check_scripts(files: Iterable[Path], codes: set[str], on_script=None) -> lis
 
 
 def lint_specs(specs: Iterable[str], *, select=None, ignore=None, exclude=(),
-               static: bool = False, on_model=None, on_script=None) -> Report:
+               static: bool = False, on_model=None, on_script=None,
+               example: Example | None = None, input_shape=None) -> Report:
     """``static=True`` keeps only the script rules; whenever no graph rule is enabled, nothing
     is imported, so neither torch nor the user's packages are needed.
     ``on_model(spec, model, findings)`` sees each model while it is alive, with its unmerged
-    findings, and ``on_script`` each script file read: that is how fixes are gathered."""
-    # The user's code may print while it is imported, built or traced: that goes to stderr,
-    # so stdout holds only bnlint's report (which may be JSON or SARIF).
+    findings, and ``on_script`` each script file read: that is how fixes are gathered.
+    Models handed to ``on_model`` are built with their weights (fixes and the benchmark need
+    them); without it, on the meta device, unless their ``__init__`` needs tensor values.
+    ``example`` and ``input_shape`` give every model's input (see ``bnlint.inputs.resolve``)."""
+    def prepare(candidate):
+        """The candidate's model, a note on how it was built, its input. Raises LoadError."""
+        model, note = build(candidate, meta=on_model is None)
+        homes = [candidate.home] if candidate.home else []
+        found = resolve(model, example, input_shape=input_shape, homes=homes, probing=False)
+        return model, note, found
+
+    # The user's code may print while it is imported, built, run or traced: that goes to
+    # stderr, so stdout holds only bnlint's report (which may be JSON or SARIF).
     with contextlib.redirect_stdout(sys.stderr):
-        report = _lint(specs, select, ignore, exclude, static, on_model, on_script)
+        report = _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare)
     report.findings.sort(key=lambda f: (f.path or "", f.line or 0, f.col or 0, f.code))
     return report
 
 
-def _lint(specs, select, ignore, exclude, static, on_model, on_script) -> Report:
+def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare) -> Report:
     selected = codes = enabled_codes(select, ignore)
     if static:
         codes = {c for c in codes if RULES[c].scope == SCRIPT}
@@ -72,7 +84,7 @@ def _lint(specs, select, ignore, exclude, static, on_model, on_script) -> Report
         analysed = weakref.WeakSet()  # a factory returning a model named too is checked once
         for candidate in loaded.candidates:
             try:
-                model = build(candidate)
+                model, note, example = prepare(candidate)
             except LoadError as exc:
                 results.append(ModelResult(candidate.spec, "error", str(exc), detail=exc.detail,
                                            line=exc.line))
@@ -81,7 +93,10 @@ def _lint(specs, select, ignore, exclude, static, on_model, on_script) -> Report
                 continue
             analysed.add(model)
             try:
-                found, result = analyse(model, candidate.spec, codes)
+                found, result = analyse(model, candidate.spec, codes, example=example)
+                result.example = example
+                if note:
+                    result.notes.append(note)
                 if on_model is not None:
                     on_model(candidate.spec, model, found)
             except Exception as exc:  # noqa: BLE001 - one model must not end the whole run

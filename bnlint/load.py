@@ -43,10 +43,12 @@ MODEL_HINTS = ("torch", "nn.", "Module")
 
 @dataclass
 class Candidate:
-    """A model that can be built: ``build()`` constructs it (recording construction sites)."""
+    """A model that can be built: ``build()`` constructs it (recording construction sites).
+    ``home`` names the module it was found in, where its example input may be defined."""
 
     spec: str
     build: Callable[[], object]
+    home: str | None = None
 
 
 @dataclass
@@ -274,14 +276,15 @@ def find_models(tree: ast.Module, namespace: dict, module_name: str, label: str,
             obj = namespace.get(name)
             if isinstance(obj, module_cls):
                 covered.add(type(obj))
-                loaded.candidates.append(Candidate(f"{label}:{name}", lambda obj=obj: obj))
+                loaded.candidates.append(
+                    Candidate(f"{label}:{name}", lambda obj=obj: obj, module_name))
     for stmt in tree.body:
         if (isinstance(stmt, ast.FunctionDef) and not stmt.name.startswith("_")
                 and callable(namespace.get(stmt.name))
                 and not _required_parameters(namespace[stmt.name])
                 and _returns_model(stmt, namespace, module_cls)):
             func = namespace[stmt.name]
-            loaded.candidates.append(Candidate(f"{label}:{stmt.name}()", func))
+            loaded.candidates.append(Candidate(f"{label}:{stmt.name}()", func, module_name))
             for node in ast.walk(stmt):
                 if isinstance(node, ast.Return) and isinstance(node.value, ast.Call):
                     target = namespace.get(_dotted(node.value.func))
@@ -305,7 +308,7 @@ def find_models(tree: ast.Module, namespace: dict, module_name: str, label: str,
                         f"its arguments: '{label}:{cls.__name__}(...)'"),
             )
             continue
-        loaded.candidates.append(Candidate(f"{label}:{cls.__name__}()", cls))
+        loaded.candidates.append(Candidate(f"{label}:{cls.__name__}()", cls, module_name))
 
 
 # --- the entry point ---------------------------------------------------------------------------
@@ -400,19 +403,34 @@ def _load_file(path: Path, loaded: Loaded) -> None:
     find_models(tree, vars(module), module.__name__, label, loaded)
 
 
+def _import_target(target: str, loaded: Loaded | None = None):
+    """The module a ``target:EXPR`` spec names: a file (added to ``loaded.files``) or an
+    importable module. Raises LoadError for a missing file; anything else the import raises
+    is left to the caller."""
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise LoadError(f"no such file: {target}")
+        if loaded is not None:
+            loaded.files.append(path)
+        return _import_file(path)
+    from bnlint.source import recording
+
+    with _on_sys_path(Path.cwd()), recording():
+        return importlib.import_module(target)
+
+
+def _compile(expr: str, spec: str):
+    try:
+        return compile(expr, f"<{spec}>", "eval")
+    except SyntaxError as exc:
+        raise LoadError(f"invalid expression {expr!r}: {exc.msg}") from None
+
+
 def _load_expression(spec: str, target: str, expr: str, loaded: Loaded) -> None:
     try:
-        if target.endswith(".py"):
-            path = Path(target)
-            if not path.is_file():
-                raise LoadError(f"no such file: {target}")
-            loaded.files.append(path)
-            module = _import_file(path)
-        else:
-            from bnlint.source import recording
-
-            with _on_sys_path(Path.cwd()), recording():
-                module = importlib.import_module(target)
+        module = _import_target(target, loaded)
+        code = _compile(expr, spec)
     except LoadError as exc:
         loaded.results.append(ModelResult(spec, "error", str(exc)))
         return
@@ -423,20 +441,57 @@ def _load_expression(spec: str, target: str, expr: str, loaded: Loaded) -> None:
         loaded.results.append(ModelResult(spec, "error", str(error), detail=error.detail,
                                           line=error.line))
         return
-    try:
-        code = compile(expr, f"<{spec}>", "eval")
-    except SyntaxError as exc:
-        loaded.results.append(ModelResult(spec, "error", f"invalid expression {expr!r}: {exc.msg}"))
-        return
     namespace = vars(module)
-    loaded.candidates.append(Candidate(spec, lambda: eval(code, namespace)))  # noqa: S307
+    loaded.candidates.append(
+        Candidate(spec, lambda: eval(code, namespace), module.__name__))  # noqa: S307
 
 
-def build(candidate: Candidate):
-    """Construct a candidate's model, recording where its layers are built.
+def evaluate(spec: str):
+    """The value of a ``file.py:EXPR`` or ``package.module:EXPR`` spec, evaluated as a model
+    spec is. Raises LoadError, with one line for the user."""
+    target, expr = split_spec(spec)
+    if expr is None:
+        raise LoadError("give it as file.py:EXPR or package.module:EXPR, e.g. "
+                        "'torch:randn(2, 3, 32, 32)'")
+    try:
+        module = _import_target(target)
+    except LoadError:
+        raise
+    except BaseException as exc:  # noqa: BLE001
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise _failure(spec, "import failed", exc) from None
+    code = _compile(expr, spec)
+    try:
+        return eval(code, vars(module))  # noqa: S307
+    except BaseException as exc:  # noqa: BLE001
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise _failure(spec, "evaluating it failed", exc) from None
+
+
+def build(candidate: Candidate, *, meta: bool = False):
+    """Construct a candidate's model, recording where its layers are built: ``(model, note)``.
+
+    With ``meta=True`` the model is built under ``torch.device("meta")``: its parameters and
+    buffers take no memory and no time to initialise, which is all that reading its structure
+    needs. An ``__init__`` that computes on tensor values cannot run there; then the model is
+    built with its weights, and ``note`` says why.
 
     Raises LoadError when construction fails or does not give an ``nn.Module``.
     """
+    if meta:
+        import torch
+
+        try:
+            with torch.device("meta"):
+                return _construct(candidate), None
+        except LoadError as exc:
+            return _construct(candidate), f"built with its weights: on the meta device, {exc}"
+    return _construct(candidate), None
+
+
+def _construct(candidate: Candidate):
     from torch import nn
 
     from bnlint.source import recording

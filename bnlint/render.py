@@ -82,6 +82,10 @@ def render_text(report: Report, out: TextIO, *, verbose: bool = False) -> None:
                 console.print(f"    [dim]{escape(m.reason)}[/]")
         elif verbose:
             console.print(f"[bold]{escape(m.spec)}:[/] [green]analysed[/] (trace: {m.trace})")
+        if verbose and m.status == "ok":
+            input_ = m.example.describe() if m.example else "none given"
+            for note in (f"input: {input_}", *m.notes):
+                console.print(f"    [dim]{escape(note)}[/]")
     s = report.summary
     fixed = None if report.fixed is None else len(report.fixed)
     counts = [f"{_plural(s['models_analysed'], 'model')} analysed"]

@@ -31,7 +31,8 @@ def test_json_has_exactly_the_documented_fields(report):
                                 "path", "line", "col", "fix", "instances"}
         assert finding["fix"] is None or finding["fix"]["safety"] in ("safe", "unsafe")
     for model in data["models"]:
-        assert set(model) == {"spec", "status", "reason", "trace", "opaque", "path", "line"}
+        assert set(model) == {"spec", "status", "reason", "trace", "opaque", "path", "line",
+                              "input"}
     partial = next(m for m in data["models"] if m["spec"].endswith("DynamicNet()"))
     assert partial["trace"] == "partial" and partial["opaque"] == [""]
     assert data["summary"]["findings"] == len(data["findings"])
