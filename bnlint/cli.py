@@ -17,7 +17,7 @@ from bnlint import __version__, render_bench
 from bnlint.render_bench import DEFAULTS as BENCH_DEFAULTS
 from bnlint.config import ConfigError, load_config
 from bnlint.render import FORMATS, render
-from bnlint.rules import RULES, UnknownRuleError, enabled_codes
+from bnlint.rules import GRAPH, RULES, UnknownRuleError, enabled_codes
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -50,15 +50,19 @@ def _explain(ctx: click.Context, _param, value: str | None) -> None:
     ctx.exit(EXIT_CLEAN)
 
 
-def _tell(fixer, plan) -> None:
+def _tell(notes, saved: list[str], hidden: list[str]) -> None:
     """On stderr, so that stdout stays the report or the diff: what the fixes could not do,
-    what was saved, and how many unsafe fixes were left out."""
-    for line in [*map(str, plan.notes if plan else fixer.notes), *fixer.saved]:
+    what was saved, and how many unsafe fixes (``hidden``: their codes) were left out."""
+    for line in [*map(str, notes), *saved]:
         click.echo(line, err=True)
-    hidden = plan.hidden if plan else len(fixer.hidden)
     if hidden:
-        click.echo(f"{hidden} more fix{'es' * (hidden != 1)} with --unsafe-fixes (they change "
-                   "what the model computes, so it needs training again).", err=True)
+        models = sum(RULES[code].scope == GRAPH for code in hidden)
+        what = ("what the model computes, so it needs training again" if models == len(hidden)
+                else "what the script does" if not models else
+                "what the models compute (they need training again) and what the scripts do")
+        count = len(hidden)
+        click.echo(f"{count} more fix{'es' * (count != 1)} with --unsafe-fixes "
+                   f"({'they change' if count != 1 else 'it changes'} {what}).", err=True)
 
 
 BENCH_ONLY = ("lr_sweep", "plot", "input_shape", "data", "steps", "seeds", "lr", "time_budget",
@@ -91,11 +95,13 @@ def _check_bench(ctx: click.Context, bench: bool, fmt: str, fixing: bool, plot) 
                                "pip install 'bnlint[plot]'")
 
 
-def _keep_fixable(models: list):
-    """``on_model`` for --bench: keep each model with a finding that has a fix."""
+def _visitor(fixer, benched: list | None):
+    """``on_model``: the source fixer sees every model; for --bench, keep each model with a
+    finding its graph fixes can fix."""
     def visit(spec, model, findings):
-        if any(f.fix for f in findings):
-            models.append((spec, model))
+        fixer.visit_model(spec, model, findings)
+        if benched is not None and any(f.fix for f in findings):
+            benched.append((spec, model))
     return visit
 
 
@@ -217,33 +223,30 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
         raise click.UsageError("--diff prints a unified diff; it does not go with --format")
     _check_bench(click.get_current_context(), bench, fmt, apply_fixes or show_diff or save_fixed,
                  plot)
-    fixer = plan = fixed = entries = None
+    fixing = bool(apply_fixes or show_diff or save_fixed)
+    fixed = entries = None
     benched: list = []
     try:
         settings = load_config()
         from bnlint.lint import lint_specs
+        from bnlint.sourcefix import SourceFixer, fix_files
 
         select, ignore = _codes(select) or settings.select, _codes(ignore) + settings.ignore
-        if apply_fixes or show_diff or save_fixed:
-            from bnlint.sourcefix import SourceFixer
 
-            fixer = SourceFixer(enabled_codes(select, ignore), unsafe=unsafe_fixes,
-                                named=paths, save_to=save_fixed)
-        report = lint_specs(
-            paths,
-            select=select,
-            ignore=ignore,
-            exclude=list(exclude) + settings.exclude,
-            static=static,
-            on_model=fixer.visit_model if fixer else _keep_fixable(benched) if bench else None,
-            on_script=fixer.visit_script if fixer else None,
-        )
-        if fixer is not None and (apply_fixes or show_diff):
+        def lint(fixer, benched=None):
+            return lint_specs(paths, select=select, ignore=ignore,
+                              exclude=list(exclude) + settings.exclude, static=static,
+                              on_model=_visitor(fixer, benched), on_script=fixer.visit_script)
+
+        # every run plans the source fixes: the hints count only what --fix would change
+        fixer = SourceFixer(enabled_codes(select, ignore), unsafe=unsafe_fixes, named=paths,
+                            save_to=save_fixed, graph_fix=fixing)
+        report = lint(fixer, benched if bench else None)
+        if apply_fixes:
+            report, fixed, plan = fix_files(report, fixer, lint)
+        else:
             plan = fixer.plan()
-            if not show_diff:
-                plan.write()
-                remaining = plan.remaining(report, enabled_codes(select, ignore))
-                fixed, report = len(report.findings) - len(remaining.findings), remaining
+            report = plan.mark(report)
         if bench:
             entries = _bench(benched, select, ignore, dict(
                 lr_sweep=lr_sweep, input_shape=input_shape, data=data, steps=steps, seeds=seeds,
@@ -267,8 +270,12 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
         for m in report.models:
             if m.status == "error":
                 click.echo(f"bnlint: error: {m.spec}: {m.reason}", err=True)
-        _tell(fixer, plan)
+        _tell([*plan.notes, *plan.explained(unsafe_fixes)], fixer.saved, plan.hidden)
         files = len(plan.changes)
+        if files and fixer.exposed:
+            click.echo(f"These edits make room for {fixer.exposed} more "
+                       f"fix{'es' * (fixer.exposed != 1)}; --fix makes "
+                       f"{'them' if fixer.exposed != 1 else 'it'} in the same run.", err=True)
         click.echo(f"Would apply {plan.fixes} fix{'es' * (plan.fixes != 1)} to {files} "
                    f"file{'s' * (files != 1)}." if files else "No fixes to apply.", err=True)
         sys.exit(EXIT_ERROR if report.has_errors else EXIT_FINDINGS if files else EXIT_CLEAN)
@@ -278,8 +285,10 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
         render(report, fmt, sys.stdout, verbose=verbose, fixed=fixed)
     if entries is not None:
         _show_bench(entries, fmt, plot, verbose)
-    if fixer is not None:
-        _tell(fixer, plan)
+    if apply_fixes:
+        _tell(plan.notes, fixer.saved, plan.hidden)
+    elif save_fixed:
+        _tell(fixer.notes, fixer.saved, fixer.hidden_graph)
     if report.has_errors:
         if fmt in ("json", "sarif"):  # stdout is for programs: say on stderr what failed
             for m in report.models:
@@ -289,4 +298,4 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
     if entries and any(e.error for e in entries):
         sys.exit(EXIT_ERROR)
     # like a formatter in a pre-commit hook, --fix fails the run that changed files
-    sys.exit(EXIT_FINDINGS if report.findings or (plan and plan.changes) else EXIT_CLEAN)
+    sys.exit(EXIT_FINDINGS if report.findings or (apply_fixes and plan.changes) else EXIT_CLEAN)
