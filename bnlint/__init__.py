@@ -1,6 +1,7 @@
 """bnlint: find and fix BatchNorm mistakes in PyTorch models.
 
-The public API is ``check``, ``fix``, ``benchmark``, ``guard``, ``Finding`` and ``Report``.
+The public API is ``check``, ``fix``, ``convert_checkpoint``, ``benchmark``, ``guard``,
+``Finding`` and ``Report``.
 Importing bnlint does not import torch; the functions that need it load it on first use.
 """
 
@@ -11,15 +12,16 @@ from typing import TYPE_CHECKING
 from bnlint.findings import Finding, ModelResult, Report
 
 __version__ = "0.1.0"
-__all__ = ["Finding", "ModelResult", "Report", "benchmark", "check", "fix", "guard",
-           "__version__"]
+__all__ = ["Finding", "ModelResult", "Report", "benchmark", "check", "convert_checkpoint", "fix",
+           "guard", "__version__"]
 
 _LAZY = {"check": "bnlint.engine", "fix": "bnlint.autofix", "guard": "bnlint.mode_guard",
-         "benchmark": "bnlint.bench"}
+         "benchmark": "bnlint.bench", "convert_checkpoint": "bnlint.checkpoint"}
 
 if TYPE_CHECKING:
     from bnlint.autofix import fix
     from bnlint.bench import benchmark
+    from bnlint.checkpoint import convert_checkpoint
     from bnlint.engine import check
     from bnlint.mode_guard import guard
 

@@ -7,6 +7,7 @@ files, or an internal error; 130 when interrupted.
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 import traceback
 from pathlib import Path
@@ -63,6 +64,61 @@ def _tell(notes, saved: list[str], hidden: list[str]) -> None:
         count = len(hidden)
         click.echo(f"{count} more fix{'es' * (count != 1)} with --unsafe-fixes "
                    f"({'they change' if count != 1 else 'it changes'} {what}).", err=True)
+
+
+def _tell_checkpoints(plan) -> None:
+    """After --fix took biases away: old checkpoints need converting to load strictly."""
+    specs = sorted(set().union(*plan.debiased.values())) if plan.debiased else []
+    if not specs:
+        return
+    command = f"bnlint {shlex.quote(specs[0]) if len(specs) == 1 else 'SPEC'} " \
+              "--convert-checkpoint OLD.pt NEW.pt"
+    among = "" if len(specs) == 1 else f" (SPEC: {', '.join(map(shlex.quote, specs))})"
+    click.echo("Checkpoints saved before this fix hold the removed biases and no longer load "
+               f"with strict=True; convert each with `{command}`{among}.", err=True)
+
+
+def _convert_checkpoint(spec: str, old: Path, new: Path) -> None:
+    """--convert-checkpoint: write ``new``, ``old`` made to fit the fixed model ``spec``."""
+    import contextlib
+    import os
+    import tempfile
+    from collections.abc import Mapping
+
+    import torch
+
+    from bnlint.checkpoint import CheckpointError, convert_checkpoint
+
+    def fail(message: str) -> None:
+        click.echo(f"bnlint: error: {message}", err=True)
+        sys.exit(EXIT_ERROR)
+
+    if new.exists():
+        fail(f"{new} already exists; not overwriting it")
+    try:
+        state = torch.load(old, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a missing file, or not one torch.save wrote
+        fail(f"cannot read {old}: {exc}")
+    if not (isinstance(state, Mapping) and all(isinstance(v, torch.Tensor)
+                                               for v in state.values())):
+        fail(f"{old} holds no state_dict (names -> tensors); save `model.state_dict()`")
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # what the user's code prints
+            converted = convert_checkpoint(spec, state)
+    except CheckpointError as exc:
+        fail(f"{old}: {exc}")
+    fd, tmp = tempfile.mkstemp(dir=new.parent if str(new.parent) else ".", suffix=".bnlint")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(converted, handle)
+        os.replace(tmp, new)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    folded = [key for key in state if key not in converted]
+    click.echo(f"{new}: {old} for {spec}, with "
+               + (f"{len(folded)} bias{'es' * (len(folded) != 1)} folded into BatchNorm's "
+                  f"running mean ({', '.join(folded)})" if folded else "nothing to fold"))
 
 
 BENCH_ONLY = ("lr_sweep", "plot", "input_shape", "data", "steps", "seeds", "lr", "time_budget",
@@ -143,7 +199,8 @@ would start work on import is skipped and named. Configure defaults in
 \b
 Fixing: --diff shows the edits, --fix makes the safe ones, --unsafe-fixes adds the ones
 that change what the model computes. --save-fixed DIR writes each fixed model (code and
-weights) to a new folder in DIR.
+weights) to a new folder in DIR. After --fix removed biases, old checkpoints load again with
+  bnlint 'models/vgg.py:VGG("VGG11")' --convert-checkpoint old.pt new.pt
 \b
 Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to show),
 2 usage error or a model that failed to load.
@@ -171,6 +228,11 @@ Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to
 @click.option("--save-fixed", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Write each model with fixes, as code and weights, to a new folder in DIR "
                    "(existing files are never replaced).")
+@click.option("--convert-checkpoint", "convert", nargs=2, metavar="OLD.pt NEW.pt",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Make a state_dict saved before --fix removed biases load into the fixed "
+                   "model (the one PATH names) with strict=True, computing what it did: each "
+                   "removed bias is folded into BatchNorm's running mean. Writes NEW.pt.")
 @click.option("--bench", is_flag=True,
               help="Train each fixable model and a fixed copy side by side for a short budget and "
                    "say whether the fixes help (every fix of the enabled rules, unsafe ones "
@@ -208,7 +270,7 @@ Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to
               is_eager=True, help="List every rule and exit.")
 @click.version_option(__version__, "--version", prog_name="bnlint")
 def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show_diff, save_fixed,
-         bench, lr_sweep, plot, input_shape, data, steps, seeds, lr, time_budget, device,
+         convert, bench, lr_sweep, plot, input_shape, data, steps, seeds, lr, time_budget, device,
          fmt, verbose):
     """Find BatchNorm mistakes in PyTorch models: a biased layer feeding BatchNorm (BN001),
     an activation before BatchNorm (BN002), and more (`bnlint --list-rules`)."""
@@ -223,10 +285,16 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
         raise click.UsageError("--diff prints a unified diff; it does not go with --format")
     _check_bench(click.get_current_context(), bench, fmt, apply_fixes or show_diff or save_fixed,
                  plot)
+    if convert and (len(paths) != 1 or apply_fixes or show_diff or save_fixed or bench):
+        raise click.UsageError("--convert-checkpoint takes one PATH, the fixed model, and no "
+                               "--fix, --diff, --save-fixed or --bench")
     fixing = bool(apply_fixes or show_diff or save_fixed)
     fixed = entries = None
     benched: list = []
     try:
+        if convert:
+            _convert_checkpoint(paths[0], *convert)
+            sys.exit(EXIT_CLEAN)
         settings = load_config()
         from bnlint.lint import lint_specs
         from bnlint.sourcefix import SourceFixer, fix_files
@@ -287,6 +355,7 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
         _show_bench(entries, fmt, plot, verbose)
     if apply_fixes:
         _tell(plan.notes, fixer.saved, plan.hidden)
+        _tell_checkpoints(plan)
     elif save_fixed:
         _tell(fixer.notes, fixer.saved, fixer.hidden_graph)
     if report.has_errors:

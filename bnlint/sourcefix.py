@@ -98,6 +98,8 @@ class Plan:
     deferred: list[tuple[Edit, ...]] = field(default_factory=list)  # clashed with another fix
     fixes: int = 0    # fixes (groups of edits) in ``changes``
     hidden: list[str] = field(default_factory=list)  # codes of unsafe fixes left out
+    debiased: dict[str, set[str]] = field(default_factory=dict)  # path -> specs of the models
+    # whose layers its BN001 edits take the bias from (their old checkpoints need converting)
 
     def diff(self) -> str:
         return "".join(unified_diff(source.display_path(path), before, after)
@@ -112,6 +114,7 @@ class Plan:
                 self.notes.append(Note("", f"not written: {exc}"))
                 del self.changes[path]
                 self.resolves.pop(path, None)
+                self.debiased.pop(path, None)
         source.forget_files()
 
     def remaining(self, report: Report, codes: set[str]) -> Report:
@@ -412,13 +415,17 @@ class SourceFixer:
             path, group = edits[0].path, fixes[edits]
             by_path.setdefault(path, []).extend(edits)
             plan.fixes += 1
-            if group is not None:
-                plan.resolves.setdefault(path, set()).update(group.keys - plan.blocked.keys())
+            if group is None:
+                continue
+            plan.resolves.setdefault(path, set()).update(group.keys - plan.blocked.keys())
+            if group.code == BN001:
+                plan.debiased.setdefault(path, set()).update(spec for spec, _ in group.members)
         for path, edits in by_path.items():
             before = read_source(path)
             after = apply_edits(before, edits)
             if after != before:
                 plan.changes[path] = (before, after)
+        plan.debiased = {p: specs for p, specs in plan.debiased.items() if p in plan.changes}
         return plan
 
     def _edits(self, group: _Group, files: dict) -> list[Edit] | str:
@@ -536,6 +543,8 @@ def fix_files(report: Report, fixer: SourceFixer,
         fixed += len(report.findings) - len(remaining.findings)
         for path, (before, after) in plan.changes.items():
             done.changes[path] = (done.changes.get(path, (before,))[0], after)
+        for path, specs in plan.debiased.items():
+            done.debiased.setdefault(path, set()).update(specs)
         done.fixes += plan.fixes
         done.notes += [n for n in plan.notes if n not in done.notes]
         if not _more_to_do(fixer, plan, remaining):
