@@ -342,8 +342,8 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
         files = len(plan.changes)
         if files and fixer.exposed:
             click.echo(f"These edits make room for {fixer.exposed} more "
-                       f"fix{'es' * (fixer.exposed != 1)}; --fix makes "
-                       f"{'them' if fixer.exposed != 1 else 'it'} in the same run.", err=True)
+                       f"fix{'es' * (fixer.exposed != 1)}: --fix checks the edited files again "
+                       "and makes what it can in the same run.", err=True)
         click.echo(f"Would apply {plan.fixes} fix{'es' * (plan.fixes != 1)} to {files} "
                    f"file{'s' * (files != 1)}." if files else "No fixes to apply.", err=True)
         sys.exit(EXIT_ERROR if report.has_errors else EXIT_FINDINGS if files else EXIT_CLEAN)

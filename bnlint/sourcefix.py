@@ -154,7 +154,7 @@ class Plan:
         """For ``--diff``, where no finding is shown: each fix that is not in the diff, and why."""
         notes = [_key_note(key, f"not fixed in the source: {why}")
                  for key, (why, safety) in self.blocked.items() if safety == SAFE or unsafe]
-        notes += [Note("", f"{source.display_path(path)}: not fixed: {why}")
+        notes += [Note("", f"not fixed: {why}")
                   for path, why in self.blocked_files.items()]
         for group in self.deferred:
             line, col = group[0].start
@@ -283,7 +283,8 @@ class SourceFixer:
         fixable = [f for f in findings if f.fix and RULES[f.code].scope == GRAPH]
         if not fixable:
             return  # nothing to fix: only the calls and forwards it has count (above)
-        refused = self._fix_graph(spec, model, fixable) if self.graph_fix else {}
+        needed = self.save_to is not None or any(f.code in EDITED for f in fixable)
+        refused = self._fix_graph(spec, model, fixable) if self.graph_fix and needed else {}
         for finding in fixable:
             self._target(spec, model, finding, refused.get((finding.code, finding.module)))
 

@@ -7,6 +7,7 @@ import importlib.util
 import itertools
 import json
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
+import bnlint as bnlint_api
 from bnlint.cli import main
 from bnlint.edits import split_lines
 from bnlint.lint import lint_specs
@@ -38,9 +40,11 @@ def bnlint(*args):
 
 
 def import_fresh(path: Path):
-    """Import a file under a name never used before, so an edited file is read again."""
+    """Import a file under a name never used before, so an edited file is read again (and
+    registered, so that bnlint finds the source of its classes)."""
     spec = importlib.util.spec_from_file_location(f"edited_{next(_names)}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -315,3 +319,51 @@ def test_a_helper_in_a_file_that_was_not_named_is_not_edited(project):
     assert "common.py was not named on the command line" in result.output
     result = CliRunner().invoke(main, ["net_a.py", "common.py", "--fix"])
     assert "bias=False" in (project / "common.py").read_text()
+
+
+@pytest.mark.parametrize("case", ["forward_nested", "forward_assignments"])
+def test_the_reordered_source_computes_what_the_graph_fix_computes(case, project):
+    """The rewritten forward (or Sequential) is BN002's graph fix written as code: with the
+    same weights, the model the edited file builds and ``bnlint.fix``'s model agree, in
+    training mode and then in eval mode."""
+    from tests.test_fix_graph import assert_same_function, train
+
+    # the BatchNorm the source fix leaves in place: the graph fix must leave it too
+    kept = "self.bn4 = nn.BatchNorm1d(8)"
+    before, after = project / "before.py", project / "after.py"
+    for path, name in ((before, "input.py"), (after, "expected.py")):
+        text = (GOLDEN / case / name).read_text(encoding="utf-8")
+        path.write_text(text.replace(kept, f"{kept}  # bnlint: ignore[BN002]"), encoding="utf-8")
+    original, edited = import_fresh(before), import_fresh(after)
+    for name, shape in CASES[case][1].items():
+        model = getattr(original, name)()
+        train(model, (8, *shape), steps=2)
+        graph_fixed = bnlint_api.fix(model, select=["BN002"], unsafe=True).model
+        source_fixed = getattr(edited, name)()
+        source_fixed.load_state_dict(model.state_dict())
+        assert_same_function(graph_fixed, source_fixed, (8, *shape))
+
+
+def test_a_forward_that_also_runs_where_the_fix_does_not_apply_is_not_edited(project):
+    """Block's forward applies `act` before `bn`; one Block gets an identity for `act`, so the
+    shared forward keeps its order, and the finding says why instead of offering a fix."""
+    source = (
+        "import torch.nn as nn\n\n\n"
+        "class Block(nn.Module):\n"
+        "    def __init__(self, act):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(4, 4, 3, padding=1, bias=False)\n"
+        "        self.act = act\n"
+        "        self.bn = nn.BatchNorm2d(4)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.bn(self.act(self.conv(x)))\n\n\n"
+        "model = nn.Sequential(Block(nn.ReLU()), Block(nn.Identity()))\n"
+    )
+    path = project / "blocks.py"
+    path.write_text(source)
+    result = bnlint(path.name)
+    assert hinted(result.stdout) == (0, 0)
+    assert ("(Not fixable in the source: the same forward also runs for `1.bn` (in "
+            "blocks.py:model), where the BatchNorm keeps its place.)") in result.stdout
+    bnlint(path.name, "--fix", "--unsafe-fixes")
+    assert path.read_text() == source
