@@ -57,7 +57,6 @@ def analyse(model: nn.Module, model_name: str, codes: Iterable[str],
             col=site.col if site else None,
             fix=hit.fix,
         ))
-    findings = _fixable_at_their_call(model, findings)
     result = ModelResult(
         spec=model_name,
         status="ok",
@@ -67,24 +66,6 @@ def analyse(model: nn.Module, model_name: str, codes: Iterable[str],
         or None,
     )
     return findings, result
-
-
-def _fixable_at_their_call(model: nn.Module, findings: list[Finding]) -> list[Finding]:
-    """A module's fix edits the call that built it, so it is offered only when every module
-    that call built has the same fixable finding: a helper that also builds layers where the
-    fix does not apply keeps its code, and the finding says why."""
-    fixable = {(f.code, f.module) for f in findings if f.fix and f.module}
-    built = source.built_by_call(model)
-    checked = []
-    for f in findings:
-        site = source.recorded_site(model.get_submodule(f.module)) if f.fix and f.module else None
-        others = [n for n, _ in built.get(site, []) if (f.code, n) not in fixable]
-        if others:
-            f = replace(f, fix=None, message=(
-                f"{f.message} (Not fixable in the source: the call that built it also builds "
-                f"`{others[0]}`, where this fix does not apply.)"))
-        checked.append(f)
-    return checked
 
 
 def merge(findings: Iterable[Finding]) -> list[Finding]:
