@@ -72,14 +72,18 @@ def _fixable_at_their_call(model: nn.Module, findings: list[Finding]) -> list[Fi
     fix does not apply keeps its code, and the finding says why."""
     fixable = {(f.code, f.module) for f in findings if f.fix and f.module}
     built = source.built_by_call(model)
+    unfixed: dict[tuple, str | None] = {}  # (code, call) -> a module it built that stays as is
     checked = []
     for f in findings:
         site = source.recorded_site(model.get_submodule(f.module)) if f.fix and f.module else None
-        others = [n for n, _ in built.get(site, []) if (f.code, n) not in fixable]
-        if others:
+        if (f.code, site) not in unfixed:
+            unfixed[f.code, site] = next(
+                (n for n, _ in built.get(site, []) if (f.code, n) not in fixable), None)
+        other = unfixed[f.code, site]
+        if other is not None:
             f = replace(f, fix=None, message=(
                 f"{f.message} (Not fixable in the source: the call that built it also builds "
-                f"`{others[0]}`, where this fix does not apply.)"))
+                f"`{other}`, where this fix does not apply.)"))
         checked.append(f)
     return checked
 
