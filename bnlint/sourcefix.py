@@ -9,7 +9,9 @@ each one and remembers which layers it fixed and which call in the user's code b
   in every model checked, had its bias folded away: a helper that builds one conv feeding
   BatchNorm and one that does not is left alone, and the note says why;
 * BN002 (unsafe): an activation and its BatchNorm built as neighbouring entries of one
-  ``nn.Sequential(...)`` or list trade places; anything else is described, not edited.
+  ``nn.Sequential(...)`` or list trade places; anything else is described, not edited;
+* BN006 (unsafe): the call that built a BatchNorm1d the graph fix replaced with a LayerNorm
+  builds ``nn.LayerNorm(C)`` instead; a BatchNorm wrapped in transposes is described.
 
 Only files below the working directory, outside virtualenvs and site-packages, are edited;
 ``Plan.write`` refuses a file that changed after bnlint read it.
@@ -42,7 +44,9 @@ from bnlint.findings import SAFE, UNSAFE, Finding, Report
 from bnlint.load import split_spec
 from bnlint.rules import RULES, SCRIPT
 
-BN001, BN002 = "BN001", "BN002"
+BN001, BN002, BN006 = "BN001", "BN002", "BN006"
+_KEPT = {BN001: "its bias is not dead", BN002: "it keeps its place",
+         BN006: "it normalises its features already"}
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,8 @@ class SourceFixer:
         self.fixed: dict[tuple[str, source.Site], set[tuple[str, str]]] = {}
         # BatchNorm site -> the sites of (activation, ops between) for each model it is in
         self.moves: dict[source.Site, set[tuple[source.Site, ...] | None]] = {}
+        # BatchNorm site -> the LayerNorm sizes that replaced what it built (None: transposed)
+        self.layer_norms: dict[source.Site, set[int | None]] = {}
         self.scripts: list[tuple[Edit, ...]] = []
 
     # --- gathering -----------------------------------------------------------------------------
@@ -211,6 +217,9 @@ class SourceFixer:
                     except AttributeError:
                         parts.append(None)
                 self.moves.setdefault(site, set()).add(None if None in parts else tuple(parts))
+            if entry.code == BN006:
+                shape = getattr(result.model.get_submodule(entry.module), "normalized_shape", None)
+                self.layer_norms.setdefault(site, set()).add(shape[0] if shape else None)
 
     def visit_script(self, path: Path, text: str, tree: ast.Module) -> None:
         for code in sorted(self.codes):
@@ -276,15 +285,14 @@ class SourceFixer:
     def _edits(self, code: str, site: source.Site, fixed: set[tuple[str, str]],
                files: dict) -> list[Edit] | str:
         """The edits for the fix of ``code`` at ``site``, or why there are none."""
-        if code not in (BN001, BN002):
+        if code not in _KEPT:
             return ("bnlint has no source edit for this fix; `bnlint.fix` and --save-fixed apply "
                     "it to the model")
         others = [key for key in self.built.get(site, {}) if key not in fixed]
         if others:
             spec, name = others[0]
-            what = "its bias is not dead" if code == BN001 else "it keeps its place"
             more = f" and {len(others) - 1} more" if len(others) > 1 else ""
-            return f"the same call also builds `{name}` (in {spec}){more}, where {what}"
+            return f"the same call also builds `{name}` (in {spec}){more}, where {_KEPT[code]}"
         why = _editable(site.path, self.named)
         if why is not None:
             return f"{source.display_path(site.path)} {why}"
@@ -308,6 +316,8 @@ class SourceFixer:
                 return "the call builds layers of different classes"
             edit = source_edit(site.path, lines, call, types.pop())
             return edit if isinstance(edit, str) else [edit]
+        if code == BN006:
+            return self._layer_norm_edit(site, lines, tree)
         from bnlint.rules.act_before_bn import source_edits
 
         moves = self.moves.get(site, set())
@@ -315,3 +325,20 @@ class SourceFixer:
             return ("the activation is not a layer built next to the BatchNorm; move the "
                     "BatchNorm before the activation by hand")
         return source_edits(site.path, lines, tree, [*map(_span, moves.pop()), _span(site)])
+
+    def _layer_norm_edit(self, site: source.Site, lines: list[str],
+                         tree: ast.Module) -> list[Edit] | str:
+        from bnlint.rules.wrong_axis import source_edit
+
+        sizes = self.layer_norms.get(site, set())
+        if None in sizes:
+            return ("the BatchNorm also normalises values with their features in dim 1, so the "
+                    "fixed model wraps its other calls in transpose(1, 2); do that in forward() "
+                    "by hand")
+        if len(sizes) != 1:
+            return "the call builds BatchNorms for values with different numbers of features"
+        call = node_at(tree, ast.Call, *_span(site))
+        if call is None:
+            return "the call is no longer where it was when the model was built"
+        edit = source_edit(site.path, lines, call, sizes.pop())
+        return edit if isinstance(edit, str) else [edit]
