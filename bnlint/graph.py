@@ -117,6 +117,16 @@ def is_batchnorm(gm: fx.GraphModule, node: fx.Node) -> bool:
     return node.op == "call_function" and node.target in BATCHNORM_FUNCTIONS
 
 
+def batchnorm_channels(gm: fx.GraphModule, node: fx.Node) -> int | None:
+    """A BatchNorm module's number of channels, where it is known: not for a functional call,
+    nor for a lazy BatchNorm before its first call."""
+    module = module_of(gm, node)
+    if not isinstance(module, _BatchNorm) or any(
+            nn.parameter.is_lazy(getattr(module, name)) for name in ("weight", "running_mean")):
+        return None
+    return module.num_features
+
+
 def is_biased_layer(gm: fx.GraphModule, node: fx.Node) -> bool:
     """A conv/linear layer whose bias is present (module attribute or functional argument)."""
     if node.op == "call_module":
@@ -413,3 +423,21 @@ def rank_of(gm: fx.GraphModule, node: fx.Node, memo: dict[fx.Node, int | None]) 
         return inputs, lambda ranks: max(ranks) + extra if ranks and None not in ranks else None
 
     return from_inputs(node, rule, memo)
+
+
+class Index:
+    """What rules ask of one graph, worked out once for all their questions: the rank of
+    values (``rank_of``), and the nodes that call a module or read an attribute, by target."""
+
+    def __init__(self, gm: fx.GraphModule):
+        self.gm = gm
+        self.ranks: dict[fx.Node, int | None] = {}
+        self._targets: dict[tuple[str, str], list[fx.Node]] | None = None
+
+    def nodes(self, op: str, target: str) -> list[fx.Node]:
+        if self._targets is None:
+            self._targets = by_target(self.gm)
+        return self._targets.get((op, target), [])
+
+    def rank(self, node: fx.Node) -> int | None:
+        return rank_of(self.gm, node, self.ranks)

@@ -8,7 +8,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import bnlint
-from conftest import FIXTURES, line_of
+from bnlint.rules import bias_before_bn
+from conftest import FIXTURES, line_of, shaped_graph
+from tests.test_fix_graph import assert_same_function, one_thread, train  # noqa: F401
 
 
 def codes(report):
@@ -219,11 +221,6 @@ def test_select_and_ignore():
 
 
 # --- what the bias lies along ------------------------------------------------------------------
-
-from conftest import shaped_graph  # noqa: E402
-
-from bnlint.rules import bias_before_bn  # noqa: E402
-from tests.test_fix_graph import assert_same_function, one_thread, train  # noqa: E402, F401
 
 
 class TabularMLP(nn.Module):

@@ -28,24 +28,6 @@ ACROSS = ("this layer is also called where BatchNorm normalises another dimensio
 _CARRIED = {"add", "sub", "pool", "identity", "flatten"}  # passthrough kinds that keep a shift
 
 
-class _Graph:
-    """What the rule asks of one graph, worked out once for all its questions: the rank of
-    values, and the nodes that call a module or read an attribute, by target."""
-
-    def __init__(self, gm: fx.GraphModule):
-        self.gm = gm
-        self.ranks: dict[fx.Node, int | None] = {}
-        self._targets: dict[tuple[str, str], list[fx.Node]] | None = None
-
-    def nodes(self, op: str, target: str) -> list[fx.Node]:
-        if self._targets is None:
-            self._targets = graph.by_target(self.gm)
-        return self._targets.get((op, target), [])
-
-    def rank(self, node: fx.Node) -> int | None:
-        return graph.rank_of(self.gm, node, self.ranks)
-
-
 @dataclass(frozen=True)
 class Along:
     """Where a layer's bias lies in a value computed from the layer's output.
@@ -73,7 +55,7 @@ class Reach:
     mixed: str | None = None
 
 
-def _along_at(g: _Graph, layer: fx.Node) -> Along:
+def _along_at(g: graph.Index, layer: fx.Node) -> Along:
     """The bias in the layer's own output: along the channels (dim 1 of a batched conv) or
     the features (a Linear's last dim)."""
     module = graph.module_of(g.gm, layer)
@@ -88,7 +70,7 @@ def _along_at(g: _Graph, layer: fx.Node) -> Along:
     return Along(rank - spatial - 1, rank)
 
 
-def _pooled(g: _Graph, pool: fx.Node, along: Along) -> bool:
+def _pooled(g: graph.Index, pool: fx.Node, along: Along) -> bool:
     """Whether a pooling works over the dimension the bias lies along (and so mixes it)."""
     k = graph.spatial_dims(g.gm, pool)
     if k is None:
@@ -98,7 +80,7 @@ def _pooled(g: _Graph, pool: fx.Node, along: Along) -> bool:
     return along.rank is None or along.axis >= along.rank - k
 
 
-def _flattened(g: _Graph, node: fx.Node, along: Along) -> Along:
+def _flattened(g: graph.Index, node: fx.Node, along: Along) -> Along:
     """``along`` after a flatten from dim 1 (``torch.flatten(x, 1)``, ``nn.Flatten()``)."""
     start, end = graph.flatten_dims(g.gm, node)
     shape = graph.shape_of(graph.tensor_input(node))
@@ -126,7 +108,7 @@ def _flattened(g: _Graph, node: fx.Node, along: Along) -> Along:
     return Along(1, new_rank, spread)
 
 
-def reach(g: _Graph, calls: list[fx.Node]) -> Reach | None:
+def reach(g: graph.Index, calls: list[fx.Node]) -> Reach | None:
     """Follow the output of ``calls`` (of one layer) forward through ops that keep a
     per-channel shift: max and adaptive pooling, average pooling without padding, flatten
     from dim 1, identity, residual sums. ``None`` when some path ends elsewhere, or at a
@@ -177,25 +159,16 @@ def _out_size(gm: fx.GraphModule, layer: fx.Node) -> int | None:
     return getattr(module, "out_features", getattr(module, "out_channels", None))
 
 
-def _channels(gm: fx.GraphModule, bn: fx.Node) -> int | None:
-    """A BatchNorm module's channel count, if it is known yet (a lazy one learns it later)."""
-    module = graph.module_of(gm, bn)
-    if module is None or nn.parameter.is_lazy(getattr(module, "running_mean", None)) or (
-            nn.parameter.is_lazy(getattr(module, "weight", None))):
-        return None
-    return module.num_features
-
-
 DEAD, LIVE, UNKNOWN = "dead", "live", "unknown"
 
 
-def verdict(g: _Graph, layer: fx.Node, bn: fx.Node,
+def verdict(g: graph.Index, layer: fx.Node, bn: fx.Node,
             along: Along) -> tuple[str, tuple[int | None, int | None] | str | None]:
     """Whether the bias, lying ``along`` in the BatchNorm's input, is one value per BatchNorm
     channel, meaning it lies along dim 1 (or was flattened into it): ``(DEAD, (outer,
     inner))`` with how it repeats over the channels, ``(LIVE, None)`` when it is not, and
     ``(UNKNOWN, why)`` for a Linear whose input rank bnlint cannot tell."""
-    size, channels = _out_size(g.gm, layer), _channels(g.gm, bn)
+    size, channels = _out_size(g.gm, layer), graph.batchnorm_channels(g.gm, bn)
     if along.spread is not None:
         if along.axis != 1:
             return LIVE, None
@@ -229,7 +202,7 @@ def verdict(g: _Graph, layer: fx.Node, bn: fx.Node,
 
 def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
     """Hits in one traced piece; ``prefix`` is its qualified name in the whole model."""
-    g = _Graph(gm)
+    g = graph.Index(gm)
     plans: dict[str, Fold | str] = {}
     for node in gm.graph.nodes:
         if not graph.is_biased_layer(gm, node):
@@ -303,7 +276,7 @@ def _own_forward(layer: nn.Module) -> str | None:
     return None
 
 
-def plan(g: _Graph, target: str, one_call: Reach | None = None) -> Fold | str:
+def plan(g: graph.Index, target: str, one_call: Reach | None = None) -> Fold | str:
     """The fold that removes the bias of the layer at ``target`` exactly, or why there is none.
 
     Covered: every call of the layer reaches only BatchNorm modules (see ``reach``), with the
@@ -336,6 +309,8 @@ def plan(g: _Graph, target: str, one_call: Reach | None = None) -> Fold | str:
             return how
         if bn_node.op != "call_module":
             return "it feeds a functional batch_norm; the bias folds only into BatchNorm modules"
+        if graph.batchnorm_channels(gm, bn_node) is None:
+            return f"`{bn_node.target}` is lazy and not initialised yet"
         outer, inner = how
         if outer is None or inner is None:
             return (f"bnlint cannot tell how the flatten before `{bn_node.target}` lays the bias "
@@ -359,7 +334,7 @@ def fix(gm: fx.GraphModule, hit: Hit) -> str | None:
     node = hit.anchor
     if node.op != "call_module":
         return "the bias is an argument of a functional call; only layer modules are fixed"
-    fold = plan(_Graph(gm), node.target)
+    fold = plan(graph.Index(gm), node.target)
     if not isinstance(fold, Fold):
         return fold
     layer = gm.get_submodule(node.target)

@@ -81,20 +81,12 @@ def _keeps_layout(gm: fx.GraphModule, node: fx.Node) -> list[fx.Node]:
     return [source] if keeps and source is not None else []
 
 
-class _Graph:
-    """What the rule asks of one graph, worked out once: where values come from, their
-    ranks, and the calls of each module."""
+class _Graph(graph.Index):
+    """``graph.Index``, and where values come from."""
 
     def __init__(self, gm: fx.GraphModule):
-        self.gm = gm
-        self.ranks: dict[fx.Node, int | None] = {}
+        super().__init__(gm)
         self.sources: dict[fx.Node, Producer | None] = {}
-        self._targets: dict[tuple[str, str], list[fx.Node]] | None = None
-
-    def calls(self, target: str) -> list[fx.Node]:
-        if self._targets is None:
-            self._targets = graph.by_target(self.gm)
-        return self._targets.get(("call_module", target), [])
 
     def source(self, node: fx.Node) -> Producer | None:
         """The features-last layer ``node``'s value comes from, unchanged in layout."""
@@ -131,18 +123,13 @@ def wrong_axis(g: _Graph, bn: fx.Node) -> Producer | None:
     shape = graph.shape_of(value)
     if shape is not None:
         return found if len(shape) == 3 and shape[-1] == found.features else None
-    rank = graph.rank_of(g.gm, value, g.ranks)
+    rank = g.rank(value)
     if rank is not None:
         return found if rank == 3 else None
-    channels = _channels(g.gm, bn)
+    channels = graph.batchnorm_channels(g.gm, bn)
     if found.sequence or (channels is not None and channels != found.features):
         return found
     return None
-
-
-def _channels(gm: fx.GraphModule, bn: fx.Node) -> int | None:
-    module = graph.module_of(gm, bn)
-    return None if nn.parameter.is_lazy(module.running_mean) else module.num_features
 
 
 LAYER_NORM, TRANSPOSE = "layer_norm", "transpose"
@@ -153,18 +140,19 @@ def plan(g: _Graph, target: str) -> tuple[str, int, list[fx.Node]] | str:
     it gets features-last values (C features), ``(TRANSPOSE, C, calls)`` with the calls to
     wrap when it also normalises values whose features are in dim 1 (it then has C channels
     already), or why neither fits."""
-    calls = g.calls(target)
+    calls = g.nodes("call_module", target)
     wrong = {call: wrong_axis(g, call) for call in calls}
     flagged = [call for call, found in wrong.items() if found is not None]
     features = {wrong[call].features for call in flagged}
     if not features:
         return "it does not get features-last values any more"
     if len(features) > 1:
-        return f"`{target}` is called on values with {' and '.join(map(str, sorted(features)))} features"
+        sizes = " and ".join(map(str, sorted(features)))
+        return f"`{target}` is called on values with {sizes} features"
     size = features.pop()
     if len(flagged) == len(calls):
         return LAYER_NORM, size, flagged
-    channels = _channels(g.gm, calls[0])
+    channels = graph.batchnorm_channels(g.gm, calls[0])
     if channels == size:
         return TRANSPOSE, size, flagged
     return (f"`{target}` is also called on values with their features in dim 1, and has "
@@ -183,14 +171,15 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
             continue
         bn = graph.describe(gm, node, prefix)
         layer = graph.describe(gm, found.layer, prefix)
-        channels = _channels(gm, node)
-        c = found.features
+        channels = graph.batchnorm_channels(gm, node)
         size = f"its {channels} channels" if channels is not None else "its channels"
+        features = found.features
         message = (
             f"{graph.type_name(gm, node)} `{bn}` normalises dim 1 of (batch, length, features) "
-            f"values from {graph.type_name(gm, found.layer)} `{layer}`: {size} are positions, so it "
-            f"normalises each position over the batch and the {c} features instead of each "
-            f"feature. Use nn.LayerNorm({c}), or BatchNorm1d({c}) on x.transpose(1, 2).")
+            f"values from {graph.type_name(gm, found.layer)} `{layer}`: {size} are positions, "
+            f"so it normalises each position over the batch and the {features} features "
+            f"instead of each feature. Use nn.LayerNorm({features}), or "
+            f"BatchNorm1d({features}) on x.transpose(1, 2).")
         if node.target not in plans:
             plans[node.target] = plan(g, node.target)
         how = plans[node.target]
@@ -210,7 +199,8 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
 
 def fix(gm: fx.GraphModule, hit: Hit) -> str | None:
     """Replace the BatchNorm with ``nn.LayerNorm(C)`` when every call of it gets features-last
-    values (its calls become calls of the new module), or wrap its features-last calls in
+    values (its calls become new nodes calling the new module, so the traced piece counts as
+    rewritten and the fixed model gets its graph), or wrap its features-last calls in
     ``transpose(1, 2)`` when it also normalises values with their features in dim 1. Unsafe:
     the model normalises differently and must be trained again."""
     target = hit.anchor.target
