@@ -117,10 +117,9 @@ def is_batchnorm(gm: fx.GraphModule, node: fx.Node) -> bool:
     return node.op == "call_function" and node.target in BATCHNORM_FUNCTIONS
 
 
-def batchnorm_channels(gm: fx.GraphModule, node: fx.Node) -> int | None:
-    """A BatchNorm module's number of channels, where it is known: not for a functional call,
-    nor for a lazy BatchNorm before its first call."""
-    module = module_of(gm, node)
+def batchnorm_channels(module: nn.Module | None) -> int | None:
+    """A BatchNorm module's number of channels, where it is known: not for anything else
+    (``None`` for a functional call), nor for a lazy BatchNorm before its first call."""
     if not isinstance(module, _BatchNorm) or any(
             nn.parameter.is_lazy(getattr(module, name)) for name in ("weight", "running_mean")):
         return None
@@ -286,13 +285,13 @@ _KEEPS_RANK_TYPES = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.LayerNo
                      _BatchNorm, nn.Identity, *_DROPOUT_TYPES)
 
 
-def spatial_dims(gm: fx.GraphModule, node: fx.Node) -> int | None:
-    """How many trailing dimensions a convolution or pooling works over (1, 2 or 3)."""
-    module = module_of(gm, node)
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return len(module.kernel_size)
-    names = ([cls.__name__ for cls in type(module).__mro__] if module is not None
-             else [getattr(node.target, "__name__", "")])
+def spatial_dims(op) -> int | None:
+    """How many trailing dimensions a convolution or pooling (a module, or the function a
+    node calls) works over: 1, 2 or 3."""
+    if isinstance(op, nn.modules.conv._ConvNd):
+        return len(op.kernel_size)
+    names = ([cls.__name__ for cls in type(op).__mro__] if isinstance(op, nn.Module)
+             else [getattr(op, "__name__", "")])
     for name in names:
         match = re.search(r"([123])d_?$", name)
         if match:
@@ -360,7 +359,7 @@ def _rank_rule(gm: fx.GraphModule, node: fx.Node) -> int | tuple[int, list[fx.No
     if shape is not None:
         return len(shape)
     if is_batchnorm(gm, node) and node.op == "call_module":
-        spatial = spatial_dims(gm, node)
+        spatial = spatial_dims(module_of(gm, node))
         if spatial is not None and spatial > 1:
             return spatial + 2  # BatchNorm2d accepts only 4-D input, BatchNorm3d only 5-D
     reduced = _reduced_dims(node)
@@ -427,12 +426,22 @@ def rank_of(gm: fx.GraphModule, node: fx.Node, memo: dict[fx.Node, int | None]) 
 
 class Index:
     """What rules ask of one graph, worked out once for all their questions: the rank of
-    values (``rank_of``), and the nodes that call a module or read an attribute, by target."""
+    values (``rank_of``), the module each node calls, and the nodes that call a module or
+    read an attribute, by target. Build a new one after changing the graph."""
 
     def __init__(self, gm: fx.GraphModule):
         self.gm = gm
         self.ranks: dict[fx.Node, int | None] = {}
         self._targets: dict[tuple[str, str], list[fx.Node]] | None = None
+        self._modules: dict[str, nn.Module] | None = None
+
+    def module(self, node: fx.Node) -> nn.Module | None:
+        """``module_of``, from one walk over the graph's modules instead of one lookup each."""
+        if node.op != "call_module":
+            return None
+        if self._modules is None:
+            self._modules = dict(self.gm.named_modules())
+        return self._modules[node.target]
 
     def nodes(self, op: str, target: str) -> list[fx.Node]:
         if self._targets is None:

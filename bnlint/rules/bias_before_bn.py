@@ -48,21 +48,23 @@ class Along:
 class Reach:
     """Where the bias of some calls of a layer goes: for each BatchNorm it arrives at, how
     many times (a residual ``x - y`` counts -1) and where it lies there; the ops passed on the
-    way, in graph order; and, when a sum adds the bias to itself in two layouts, that fact."""
+    way, in graph order; and, when a sum adds the bias to itself in two layouts, that fact.
+    ``verdicts``: each BatchNorm's ``verdict``, once ``judge`` has asked."""
 
     arrivals: dict[fx.Node, tuple[int, Along]]
     via: list[fx.Node]
     mixed: str | None = None
+    verdicts: dict[fx.Node, tuple] | None = None
 
 
 def _along_at(g: graph.Index, layer: fx.Node) -> Along:
     """The bias in the layer's own output: along the channels (dim 1 of a batched conv) or
     the features (a Linear's last dim)."""
-    module = graph.module_of(g.gm, layer)
+    module = g.module(layer)
     if isinstance(module, (nn.Linear, nn.Bilinear)) or layer.target is F.linear:
         rank = g.rank(layer)
         return Along(rank - 1, rank) if rank is not None else Along(-1, None)
-    spatial = graph.spatial_dims(g.gm, layer)
+    spatial = graph.spatial_dims(module or layer.target)
     shape = graph.shape_of(layer)
     if spatial is None:
         return Along(1, len(shape) if shape else None)
@@ -72,7 +74,7 @@ def _along_at(g: graph.Index, layer: fx.Node) -> Along:
 
 def _pooled(g: graph.Index, pool: fx.Node, along: Along) -> bool:
     """Whether a pooling works over the dimension the bias lies along (and so mixes it)."""
-    k = graph.spatial_dims(g.gm, pool)
+    k = graph.spatial_dims(g.module(pool) or pool.target)
     if k is None:
         return True
     if along.axis < 0:
@@ -154,8 +156,8 @@ def reach(g: graph.Index, calls: list[fx.Node]) -> Reach | None:
     return Reach(arrivals, sorted(kinds), mixed)
 
 
-def _out_size(gm: fx.GraphModule, layer: fx.Node) -> int | None:
-    module = graph.module_of(gm, layer)
+def _out_size(g: graph.Index, layer: fx.Node) -> int | None:
+    module = g.module(layer)
     return getattr(module, "out_features", getattr(module, "out_channels", None))
 
 
@@ -168,7 +170,7 @@ def verdict(g: graph.Index, layer: fx.Node, bn: fx.Node,
     channel, meaning it lies along dim 1 (or was flattened into it): ``(DEAD, (outer,
     inner))`` with how it repeats over the channels, ``(LIVE, None)`` when it is not, and
     ``(UNKNOWN, why)`` for a Linear whose input rank bnlint cannot tell."""
-    size, channels = _out_size(g.gm, layer), graph.batchnorm_channels(g.gm, bn)
+    size, channels = _out_size(g, layer), graph.batchnorm_channels(g.module(bn))
     if along.spread is not None:
         if along.axis != 1:
             return LIVE, None
@@ -184,7 +186,7 @@ def verdict(g: graph.Index, layer: fx.Node, bn: fx.Node,
     axis = along.axis
     if axis < 0:
         rank = g.rank(graph.tensor_input(bn))
-        spatial = graph.spatial_dims(g.gm, bn)
+        spatial = graph.spatial_dims(g.module(bn))
         if rank is None and spatial is not None and spatial > 1:
             rank = spatial + 2  # BatchNorm2d takes 4-D input, BatchNorm3d 5-D
         if rank is not None:
@@ -200,6 +202,14 @@ def verdict(g: graph.Index, layer: fx.Node, bn: fx.Node,
         "input it records the shapes and can tell")
 
 
+def judge(g: graph.Index, layer: fx.Node, found: Reach) -> dict[fx.Node, tuple]:
+    """The ``verdict`` at each BatchNorm the bias of ``layer`` reaches (kept in ``found``)."""
+    if found.verdicts is None:
+        found.verdicts = {bn: verdict(g, layer, bn, along)
+                          for bn, (_, along) in found.arrivals.items()}
+    return found.verdicts
+
+
 def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
     """Hits in one traced piece; ``prefix`` is its qualified name in the whole model."""
     g = graph.Index(gm)
@@ -210,7 +220,7 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
         found = reach(g, [node])
         if found is None:
             continue
-        verdicts = [verdict(g, node, bn, along) for bn, (_, along) in found.arrivals.items()]
+        verdicts = judge(g, node, found).values()
         if any(kind == LIVE for kind, _ in verdicts):
             continue
         unknown = next((why for kind, why in verdicts if kind == UNKNOWN), None)
@@ -285,7 +295,8 @@ def plan(g: graph.Index, target: str, one_call: Reach | None = None) -> Fold | s
     ``one_call``: the reach of one call of the layer, if known; reused when there is no other.
     """
     gm = g.gm
-    layer = gm.get_submodule(target)
+    calls = g.nodes("call_module", target)
+    layer = g.module(calls[0])
     own = _own_forward(layer)
     if own is not None:
         return (f"`{type(layer).__name__}` defines its own `{own}`, so how it uses the bias is "
@@ -294,22 +305,22 @@ def plan(g: graph.Index, target: str, one_call: Reach | None = None) -> Fold | s
         return "the layer is lazy and not initialised yet"
     if g.nodes("get_attr", f"{target}.bias"):
         return "forward() also reads the bias directly"
-    calls = g.nodes("call_module", target)
     found = one_call if one_call is not None and len(calls) == 1 else reach(g, calls)
     if found is None:
         return SHARED
     if found.mixed:
         return found.mixed
     into: dict[str, tuple[int, int, int]] = {}
-    for bn_node, (count, along) in found.arrivals.items():
-        kind, how = verdict(g, calls[0], bn_node, along)
+    verdicts = judge(g, calls[0], found)
+    for bn_node, (count, _) in found.arrivals.items():
+        kind, how = verdicts[bn_node]
         if kind == LIVE:
             return ACROSS
         if kind == UNKNOWN:
             return how
         if bn_node.op != "call_module":
             return "it feeds a functional batch_norm; the bias folds only into BatchNorm modules"
-        if graph.batchnorm_channels(gm, bn_node) is None:
+        if graph.batchnorm_channels(g.module(bn_node)) is None:
             return f"`{bn_node.target}` is lazy and not initialised yet"
         outer, inner = how
         if outer is None or inner is None:

@@ -114,7 +114,7 @@ def wrong_axis(g: _Graph, bn: fx.Node) -> Producer | None:
     a sequence layer's output is 3-D, and a Linear's or an Embedding's is where bnlint can
     tell its rank, or where the BatchNorm's size is not their features (2-D input would not
     fit, so it gets (batch, num_features, features))."""
-    if not isinstance(graph.module_of(g.gm, bn), _BATCHNORMS_1D):
+    if not isinstance(g.module(bn), _BATCHNORMS_1D):
         return None
     value = graph.tensor_input(bn)
     found = g.source(value) if value is not None else None
@@ -126,7 +126,7 @@ def wrong_axis(g: _Graph, bn: fx.Node) -> Producer | None:
     rank = g.rank(value)
     if rank is not None:
         return found if rank == 3 else None
-    channels = graph.batchnorm_channels(g.gm, bn)
+    channels = graph.batchnorm_channels(g.module(bn))
     if found.sequence or (channels is not None and channels != found.features):
         return found
     return None
@@ -152,7 +152,7 @@ def plan(g: _Graph, target: str) -> tuple[str, int, list[fx.Node]] | str:
     size = features.pop()
     if len(flagged) == len(calls):
         return LAYER_NORM, size, flagged
-    channels = graph.batchnorm_channels(g.gm, calls[0])
+    channels = graph.batchnorm_channels(g.module(calls[0]))
     if channels == size:
         return TRANSPOSE, size, flagged
     return (f"`{target}` is also called on values with their features in dim 1, and has "
@@ -171,7 +171,7 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
             continue
         bn = graph.describe(gm, node, prefix)
         layer = graph.describe(gm, found.layer, prefix)
-        channels = graph.batchnorm_channels(gm, node)
+        channels = graph.batchnorm_channels(g.module(node))
         size = f"its {channels} channels" if channels is not None else "its channels"
         features = found.features
         message = (
