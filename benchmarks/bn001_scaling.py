@@ -3,9 +3,9 @@
 Builds one ``nn.Sequential`` of N conv -> BatchNorm -> ReLU blocks twice, once with the convs'
 biases (N BN001 hits, each planned and placed, merged into one finding since one line builds
 every conv) and once without, and prints the median time of ``bnlint.check`` on each and
-their ratio, for N = 100, 200, 400 and 800. A rule whose cost is
-linear in the graph and the findings keeps the ratio near 1 as N grows (the aim is at most 1.3
-at 800 blocks); one that searches the whole graph per finding sees it grow with N::
+their ratio, for N = 100, 200, 400 and 800. A rule whose cost is linear in the graph and the
+findings keeps the ratio near 1 as N grows (the aim is at most 1.3 at 800 blocks); one that
+searches the whole graph per finding sees it grow with N::
 
     python benchmarks/bn001_scaling.py [--blocks 100 200 400 800] [--repeats 5]
 """
