@@ -6,16 +6,15 @@ import re
 import pytest
 import torch
 import torch.nn as nn
-from click.testing import CliRunner
 
 import bnlint
-from bnlint.cli import main
 from bnlint.edits import split_lines
 from bnlint.lint import lint_specs
 from bnlint.rules import RULES, wrong_axis
 from conftest import FIXTURES, line_of, shaped_graph
 from tests.test_fix_graph import one_thread  # noqa: F401 - autouse
-from tests.test_fix_source import import_fresh
+from tests.test_fix_source import bnlint as bnlint_cli
+from tests.test_fix_source import import_fresh, project  # noqa: F401 - a fixture
 
 WRONG = {  # model in fixtures/wrong_axis.py -> the layer whose features-last output it gets
     "TokenMixer": "proj",
@@ -194,16 +193,6 @@ def test_no_fix_where_the_shared_batchnorm_has_other_channels_than_the_features(
 
 
 # --- the source fix ----------------------------------------------------------------------------
-
-def bnlint_cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
 
 def test_fix_rewrites_each_constructor_to_layernorm_and_the_result_is_clean(project):
     path = project / "models.py"
