@@ -45,7 +45,8 @@ def line_of(path, needle: str) -> int:
 
 def shaped_graph(model, *example):
     """``model`` traced as bnlint traces it (in one piece), with the shape of every value
-    recorded from ``example`` as an example input records it (``node.meta["tensor_meta"]``).
+    recorded from ``example``, if given, as an example input records it
+    (``node.meta["tensor_meta"]``).
     The graph calls the model's own layers, so a graph fix changes ``model``."""
     import torch
     from torch.fx.passes.shape_prop import ShapeProp
@@ -53,6 +54,8 @@ def shaped_graph(model, *example):
     from bnlint.trace import trace_model
 
     [unit] = trace_model(model).units
+    if not example:
+        return unit.gm
     training = model.training
     model.eval()  # leaves the running statistics as they are
     with torch.no_grad():

@@ -359,3 +359,18 @@ def test_pooling_over_the_features_a_linear_bias_lies_along_is_not_bn001(pool):
 def test_conv_on_an_unbatched_input_is_not_bn001_once_shapes_are_known():
     model = nn.Sequential(nn.Conv1d(3, 4, 1), nn.BatchNorm1d(6))  # (C, L): BN sees L features
     assert list(bias_before_bn.check(shaped_graph(model, torch.randn(3, 6)))) == []
+
+
+@pytest.mark.parametrize("name", ["SiameseNet", "SharedStemNet", "FlattenHeadNet",
+                                  "ResidualSubNet", "MLPHead", "SharedNormNet"])
+def test_recorded_shapes_agree_with_the_structural_reading(name):
+    """Where bnlint can read a layout from the graph alone, shapes from an example input give
+    the same findings, fixes and messages."""
+    from tests.test_fix_graph import fixture_module
+
+    model = getattr(fixture_module("fixable"), name)()
+    without = [(h.module, h.fix, h.message, h.related) for h in
+               bias_before_bn.check(shaped_graph(model))]
+    with_shapes = [(h.module, h.fix, h.message, h.related) for h in
+                   bias_before_bn.check(shaped_graph(model, torch.randn(4, 3, 16, 16)))]
+    assert with_shapes == without and without
