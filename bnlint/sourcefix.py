@@ -12,6 +12,8 @@ script rules' edits. ``plan()`` turns that into edits:
   ``nn.Sequential(...)`` or list trade places; where the module's own forward calls them
   (nested, or in consecutive assignments), the calls are rewritten, if that forward runs
   nowhere the fix does not apply;
+* BN006 (unsafe): the call that built a BatchNorm1d the graph fix replaced with a LayerNorm
+  builds ``nn.LayerNorm(C)`` instead; a BatchNorm wrapped in transposes is described;
 * other graph rules have no source edit (``bnlint.fix`` and ``--save-fixed`` apply them).
 
 A finding the plan cannot edit loses its fix mark (``Plan.mark``) and says why, so every hint
@@ -53,8 +55,12 @@ from bnlint.findings import SAFE, UNSAFE, Finding, Report
 from bnlint.load import split_spec
 from bnlint.rules import GRAPH, RULES, SCRIPT
 
-BN001, BN002 = "BN001", "BN002"
-EDITED = (BN001, BN002)  # the graph rules whose fix bnlint writes into the source
+BN001, BN002, BN006 = "BN001", "BN002", "BN006"
+# the graph rules whose fix bnlint writes into the source, and what stays as it was in a
+# module built by the same call that does not need the fix
+_KEPT = {BN001: "its bias is not dead", BN002: "it keeps its place",
+         BN006: "it normalises its features already"}
+EDITED = tuple(_KEPT)
 MAX_ROUNDS = 4  # --fix: rounds of fixing and linting again, at most
 
 
@@ -269,6 +275,9 @@ class SourceFixer:
         # a user-defined forward -> the (model spec, module name) of every module that runs it
         self.runs: dict[Callable, list[tuple[str, str]]] = {}
         self.groups: dict[tuple, _Group] = {}
+        # (model spec, BatchNorm name) -> the size of the LayerNorm that replaced it (None:
+        # the fixed model wraps it in transposes instead)
+        self.layer_norms: dict[tuple[str, str], int | None] = {}
         self.scripts: list[tuple[Edit, ...]] = []
 
     def again(self) -> SourceFixer:
@@ -291,6 +300,8 @@ class SourceFixer:
             return  # nothing to fix: only the calls and forwards it has count (above)
         needed = self.save_to is not None or any(f.code in EDITED for f in fixable)
         refused = self._fix_graph(spec, model, fixable) if self.graph_fix and needed else {}
+        if not self.graph_fix and any(f.code == BN006 for f in fixable):
+            self._layer_norm_sizes(spec, model)
         for finding in fixable:
             self._target(spec, model, finding, refused.get((finding.code, finding.module)))
 
@@ -305,6 +316,7 @@ class SourceFixer:
             return {(f.code, f.module): str(exc) for f in fixable}
         if self.save_to is not None:
             self._save(spec, result)
+        self._record_layer_norms(spec, result)
         by_module = {(f.code, f.module): f for f in fixable}
         refused = {}
         for entry in result.skipped:
@@ -318,6 +330,22 @@ class SourceFixer:
         self.exposed += sum((e.code, e.module) not in by_module and e.code in EDITED
                             for e in result.applied)
         return refused
+
+    def _layer_norm_sizes(self, spec: str, model) -> None:
+        """What BN006's graph fix puts in place of each BatchNorm, for a run that only plans:
+        the edit of the constructor call depends on it."""
+        from bnlint.autofix import CopyError, fix
+
+        try:
+            self._record_layer_norms(spec, fix(model, select=[BN006], unsafe=True))
+        except CopyError:
+            pass
+
+    def _record_layer_norms(self, spec: str, result) -> None:
+        for entry in result.applied:
+            if entry.code == BN006:
+                shape = getattr(result.model.get_submodule(entry.module), "normalized_shape", None)
+                self.layer_norms[(spec, entry.module)] = shape[0] if shape else None
 
     def _target(self, spec: str, model, finding: Finding, refused: str | None) -> None:
         """File the finding under the source edit that fixes it, or say why there is none."""
@@ -343,6 +371,8 @@ class SourceFixer:
             else:
                 attr = ""
                 variant = self._entry_sites(model, finding)
+        elif finding.code == BN006:
+            variant = self.layer_norms.get((spec, finding.module))
         if where is None:
             self.blocked[key] = ("no line of a .py file built the layer (an expression on "
                                  "the command line or library code did)", finding.fix)
@@ -442,7 +472,7 @@ class SourceFixer:
         if isinstance(group.where, source.Site):
             site = group.where
             others = [key for key in self.built.get(site, {}) if key not in group.members]
-            what = "its bias is not dead" if group.code == BN001 else "it keeps its place"
+            what = _KEPT[group.code]
             path, calls = site.path, "call"
         else:
             others = [(spec, f"{name}.{group.attr}" if name else group.attr)
@@ -478,6 +508,8 @@ class SourceFixer:
                 return "the call builds layers of different classes"
             edit = source_edit(path, lines, call, types.pop())
             return edit if isinstance(edit, str) else [edit]
+        if group.code == BN006:
+            return _layer_norm_edit(site, lines, tree, group.variants)
         from bnlint.rules.act_before_bn import forward_edits, source_edits
 
         if len(group.variants) != 1 or None in group.variants:
@@ -491,6 +523,24 @@ class SourceFixer:
         if function is None:
             return "`forward` is no longer where it was when the model was built"
         return forward_edits(path, lines, function, variant)
+
+
+def _layer_norm_edit(site: source.Site, lines: list[str], tree: ast.Module,
+                     sizes: set[int | None]) -> list[Edit] | str:
+    """BN006: the BatchNorm's constructor call builds the LayerNorm of ``sizes`` instead."""
+    from bnlint.rules.wrong_axis import source_edit
+
+    if None in sizes:
+        return ("the BatchNorm also normalises values with their features in dim 1, so the "
+                "fixed model wraps its other calls in transpose(1, 2); do that in forward() "
+                "by hand")
+    if len(sizes) != 1:
+        return "the call builds BatchNorms for values with different numbers of features"
+    call = node_at(tree, ast.Call, *_span(site))
+    if call is None:
+        return "the call is no longer where it was when the model was built"
+    edit = source_edit(site.path, lines, call, next(iter(sizes)))
+    return edit if isinstance(edit, str) else [edit]
 
 
 def _span(site: source.Site) -> tuple[int, int, int, int]:
