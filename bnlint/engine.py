@@ -10,8 +10,9 @@ from torch import fx, nn
 
 from bnlint import config, source
 from bnlint.findings import Finding, Hit, ModelResult, Report
+from bnlint.inputs import Example
 from bnlint.rules import GRAPH, RULES, Rule, enabled_codes
-from bnlint.trace import Unit, trace_model
+from bnlint.trace import Traced, Unit, trace_model
 
 
 def locate(root: nn.Module, prefix: str, node: fx.Node) -> source.Site | None:
@@ -36,10 +37,12 @@ def unsuppressed_hits(root: nn.Module, units: Iterable[Unit],
                 yield rule, hit, site
 
 
-def analyse(model: nn.Module, model_name: str, codes: Iterable[str]) -> tuple[list[Finding], ModelResult]:
-    """Findings for one model (unmerged, one per offending node) and what tracing achieved."""
+def analyse(model: nn.Module, model_name: str, codes: Iterable[str],
+            example: Example | None = None) -> tuple[list[Finding], ModelResult]:
+    """Findings for one model (unmerged, one per offending node) and what tracing achieved.
+    ``example``: the forward's arguments, to record what fx cannot trace by running it."""
     rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == GRAPH]
-    traced = trace_model(model)
+    traced = trace_model(model, example)
     findings = []
     for rule, hit, site in unsuppressed_hits(model, traced.units, rules):
         findings.append(Finding(
@@ -60,10 +63,24 @@ def analyse(model: nn.Module, model_name: str, codes: Iterable[str]) -> tuple[li
         status="ok",
         trace=traced.mode,
         opaque=sorted(traced.opaque),
-        reason="; ".join(f"{name or '<model>'}: {why}" for name, why in sorted(traced.opaque.items()))
-        or None,
+        reason=_unseen(model, traced, example),
+        traced_by=traced.traced_by,
     )
     return findings, result
+
+
+def _unseen(model: nn.Module, traced: Traced, example: Example | None) -> str | None:
+    """What stayed opaque and why, and what would let bnlint see it."""
+    if not traced.opaque:
+        return None
+    reason = "; ".join(f"{name or '<model>'}: {why}" for name, why in sorted(traced.opaque.items()))
+    if traced.run_error:
+        return f"{reason}. {traced.run_error}"
+    if example is None:
+        from bnlint.dyntrace import needs_example
+
+        return f"{reason}. {needs_example(model)}"
+    return reason
 
 
 def _fixable_at_their_call(model: nn.Module, findings: list[Finding]) -> list[Finding]:
@@ -104,7 +121,10 @@ def merge(findings: Iterable[Finding]) -> list[Finding]:
     return sorted(merged, key=lambda f: (f.path or "", f.line or 0, f.col or 0, f.code))
 
 
-def check(model: nn.Module, *, select=None, ignore=None, name: str | None = None) -> Report:
-    """Lint one model object. Nothing about it changes: it is traced, never run."""
-    findings, result = analyse(model, name or type(model).__name__, enabled_codes(select, ignore))
+def check(model: nn.Module, *, select=None, ignore=None, name: str | None = None,
+          example: Example | None = None) -> Report:
+    """Lint one model object. Nothing about it changes: it is traced, and with an ``example``
+    of its forward's arguments run on stand-ins for its weights where fx cannot follow it."""
+    findings, result = analyse(model, name or type(model).__name__, enabled_codes(select, ignore),
+                               example)
     return Report(findings=merge(findings), models=[result])

@@ -52,9 +52,12 @@ class ModelResult:
     spec: str
     status: str  # "ok" | "skipped" | "error"
     reason: str | None = None
-    trace: str | None = None  # "full" | "partial" | None when nothing was traced
+    # "full" | "branches" | "dynamic" | "partial" | None when nothing was traced
+    trace: str | None = None
     opaque: list[str] = field(default_factory=list)
     detail: str | None = None  # the traceback behind an error, shown with --verbose
+    # "fx" | "branches" | "dynamic" -> the modules (qualified names, "" the model) each saw
+    traced_by: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +66,7 @@ class ModelResult:
             "reason": self.reason,
             "trace": self.trace,
             "opaque": list(self.opaque),
+            "traced_by": {method: list(names) for method, names in self.traced_by.items()},
         }
 
 

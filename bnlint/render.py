@@ -54,10 +54,13 @@ def render_text(report: Report, out: TextIO, *, verbose: bool = False,
             names = ", ".join(n or "<model>" for n in m.opaque)
             console.print(f"[bold]{escape(m.spec)}:[/] [yellow]partly analysed[/] "
                           f"could not trace the forward of: {escape(names)}")
-            if verbose and m.reason:
+            if m.reason:
                 console.print(f"    [dim]{escape(m.reason)}[/]")
+            if verbose:
+                _print_traced_by(console, m)
         elif verbose:
             console.print(f"[bold]{escape(m.spec)}:[/] [green]analysed[/] (trace: {m.trace})")
+            _print_traced_by(console, m)
     s = report.summary
     found = s["findings"] + (fixed or 0)
     if found:
@@ -85,6 +88,16 @@ def render_text(report: Report, out: TextIO, *, verbose: bool = False,
                     "change what the code does")
     if hint:
         console.print("; ".join(hint) + " (`--diff` shows the edits first).")
+
+
+def _print_traced_by(console, m) -> None:
+    """How each part was seen, where more than fx alone was needed."""
+    from rich.markup import escape
+
+    if set(m.traced_by) - {"fx"}:
+        parts = [f"{method}: {', '.join(n or '<model>' for n in names)}"
+                 for method, names in m.traced_by.items()]
+        console.print(f"    [dim]traced by {escape('; '.join(parts))}[/]")
 
 
 def render_json(report: Report, out: TextIO, *, verbose: bool = False) -> None:

@@ -31,9 +31,11 @@ def test_json_has_exactly_the_documented_fields(report):
                                 "path", "line", "col", "fix"}
         assert finding["fix"] is None or finding["fix"]["safety"] in ("safe", "unsafe")
     for model in data["models"]:
-        assert set(model) == {"spec", "status", "reason", "trace", "opaque"}
+        assert set(model) == {"spec", "status", "reason", "trace", "opaque", "traced_by"}
     partial = next(m for m in data["models"] if m["spec"].endswith("DynamicNet()"))
     assert partial["trace"] == "partial" and partial["opaque"] == [""]
+    assert partial["traced_by"] == {"fx": ["stages.0", "stages.1"],
+                                    "branches": ["stages.0.gate", "stages.1.gate"]}
     assert data["summary"]["findings"] == len(data["findings"])
     assert data["summary"]["by_code"] == {"BN001": 2, "BN002": 5}
 
