@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dis
 import inspect
 import operator
 import re
+import sys
 import types
 from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
@@ -35,7 +37,7 @@ from torch.fx.passes.shape_prop import _extract_tensor_metadata
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 
-from bnlint import trace
+from bnlint import source, trace
 from bnlint.inputs import Example
 
 # FakeTensorMode lives in a private module: it is used on the torch versions it was written
@@ -246,8 +248,35 @@ def _vocabulary(func: Callable, args: tuple) -> tuple[str, Any, tuple]:
                 target, swapped = found
                 return "call_function", target, ((args[1], args[0], *args[2:]) if swapped
                                                  else args)
+        if name in _OPERATOR_METHODS and _written_as_operator():
+            return "call_function", _OPERATOR_METHODS[name], args
         return "call_method", name, args
     return "call_function", func, args
+
+
+# Tensor methods that Python operators run, and the ``operator`` function fx records for them
+# (``x + y`` is ``operator.add``, ``x += y`` is ``operator.iadd``; ``x.add(y)`` stays a method)
+_OPERATOR_METHODS = {
+    "add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.truediv,
+    "remainder": operator.mod, "pow": operator.pow, "matmul": operator.matmul,
+    "eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le": operator.le,
+    "gt": operator.gt, "ge": operator.ge, "neg": operator.neg, "positive": operator.pos,
+    "add_": operator.iadd, "sub_": operator.isub, "mul_": operator.imul,
+    "div_": operator.itruediv, "floor_divide_": operator.ifloordiv, "remainder_": operator.imod,
+    "pow_": operator.ipow,
+}
+_OPERATOR_OPCODES = ("BINARY_", "INPLACE_", "COMPARE_OP", "UNARY_")
+
+
+def _written_as_operator() -> bool:
+    """Whether the user's line runs the current Tensor method with an operator (``x + y``)
+    rather than a call (``x.add(y)``): the instruction its frame is executing says."""
+    frame = sys._getframe(1)
+    while frame is not None and not source.is_user_file(frame.f_code.co_filename):
+        frame = frame.f_back
+    if frame is None or not 0 <= frame.f_lasti < len(frame.f_code.co_code):
+        return False
+    return dis.opname[frame.f_code.co_code[frame.f_lasti]].startswith(_OPERATOR_OPCODES)
 
 
 def _identifier(path: str) -> str:
@@ -288,11 +317,13 @@ class _Recorder(TorchFunctionMode):
     # nodes for values
 
     def _bind(self, value: Any, node: fx.Node, path: tuple = ()) -> None:
+        if not path:  # as ShapeProp records it: one TensorMetadata, or a tuple of them
+            node.meta["tensor_meta"] = (_meta(value) if isinstance(value, torch.Tensor) else
+                                        tuple(_meta(v) if isinstance(v, torch.Tensor) else None
+                                              for v in value))
         if isinstance(value, torch.Tensor):
             self.alive.append(value)
             self.where[id(value)] = (node, path) if path else node
-            if not path:
-                node.meta["tensor_meta"] = _meta(value)
         elif isinstance(value, (list, tuple)):
             for i, item in enumerate(value):
                 self._bind(item, node, (*path, i))

@@ -153,12 +153,12 @@ def trace_model(model: nn.Module, example: Example | None = None) -> Traced:
 _CONTAINERS = (nn.ModuleList, nn.ModuleDict)
 
 
-def _trace_branches(module: nn.Module, opaque: set[int]) -> list[fx.GraphModule] | None:
-    """Both paths of a forward whose ``if`` tests tensor data, or ``None`` if that fails too."""
+def _trace_branches(module: nn.Module, opaque: set[int]) -> list[fx.GraphModule] | Exception:
+    """Both paths of a forward whose ``if`` tests tensor data, or why that fails too."""
     try:
         return [trace_one(module, opaque, branch) for branch in (True, False)]
-    except Exception:  # noqa: BLE001
-        return None
+    except Exception as exc:  # noqa: BLE001
+        return exc
 
 
 def _visit(module: nn.Module, prefix: str, result: Traced) -> None:
@@ -175,10 +175,14 @@ def _visit(module: nn.Module, prefix: str, result: Traced) -> None:
             culprit = _culprit(exc, candidates)
             if culprit is None or culprit is module or id(culprit) in leaves:
                 branches = _trace_branches(module, set(leaves))
-                if branches is not None:
+                if isinstance(branches, list):
                     result.units += [Unit(prefix, gm, module) for gm in branches]
                     result.branched.append(prefix)
                     break
+                inner = _culprit(branches, candidates)  # a submodule fails on one branch
+                if inner is not None and inner is not module and id(inner) not in leaves:
+                    leaves[id(inner)] = inner
+                    continue
                 result.opaque[prefix] = describe_error(exc)
                 _visit_children(module, prefix, result)
                 return
