@@ -13,8 +13,8 @@ Nothing of the user's model changes: ``torch.func.functional_call`` runs it with
 its parameters and buffers. They are meta tensors (or fake ones, which also accept real CPU
 tensors made on the side), which cost no memory and compute nothing; only where those cannot
 run the code (values decide a shape or the control flow) is it run on small real tensors,
-with copies of the state. A record is one path through the
-forward's Python: the one the example took.
+with copies of the state. A record is one path through the forward's Python: the one the
+example took.
 """
 
 from __future__ import annotations
@@ -194,7 +194,15 @@ def _call(runner: _Runner, module: nn.Module, args: tuple, kwargs: dict,
 
 # --- recording a forward -------------------------------------------------------------------------
 
-def _meta(value: torch.Tensor):
+def _meta(value: Any):
+    """What ShapeProp records of a value: a TensorMetadata, the same structure of them for a
+    tuple, list or dict of tensors, else ``None``."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_meta(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _meta(v) for k, v in value.items()}
+    if not isinstance(value, torch.Tensor):
+        return None
     try:
         return _extract_tensor_metadata(value)
     except Exception:  # noqa: BLE001 - a tensor subclass without the usual metadata
@@ -317,10 +325,8 @@ class _Recorder(TorchFunctionMode):
     # nodes for values
 
     def _bind(self, value: Any, node: fx.Node, path: tuple = ()) -> None:
-        if not path:  # as ShapeProp records it: one TensorMetadata, or a tuple of them
-            node.meta["tensor_meta"] = (_meta(value) if isinstance(value, torch.Tensor) else
-                                        tuple(_meta(v) if isinstance(v, torch.Tensor) else None
-                                              for v in value))
+        if not path:
+            node.meta["tensor_meta"] = _meta(value)
         if isinstance(value, torch.Tensor):
             self.alive.append(value)
             self.where[id(value)] = (node, path) if path else node
@@ -499,7 +505,7 @@ def record(module: nn.Module, args: tuple, kwargs: dict, runner: _Runner,
 class _Shapes(fx.Interpreter):
     def run_node(self, node: fx.Node) -> Any:
         value = super().run_node(node)
-        if isinstance(value, torch.Tensor):
+        if _holds_tensor(value):
             node.meta["tensor_meta"] = _meta(value)
         return value
 
@@ -531,9 +537,10 @@ def _positional(gm: fx.GraphModule, module: nn.Module, args: tuple, kwargs: dict
     return values
 
 
-def propagate_shapes(unit: trace.Unit, args: tuple, kwargs: dict, runners: list[_Runner]) -> bool:
+def propagate_shapes(unit: trace.Unit, args: tuple, kwargs: dict,
+                     runners: list[_Runner]) -> Exception | None:
     """Record the shape of every value of an fx-traced ``unit`` called with these inputs;
-    False if no runner could run it (shapes then stay unknown)."""
+    the error if no runner could run it (its shapes then stay unknown)."""
     wrapper = _Interpret(unit.gm)
 
     def run(runner: _Runner) -> None:
@@ -542,9 +549,9 @@ def propagate_shapes(unit: trace.Unit, args: tuple, kwargs: dict, runners: list[
 
     try:
         _attempt(runners, run)
-    except Exception:  # noqa: BLE001 - shapes stay unknown; the rules do without
-        return False
-    return True
+    except Exception as exc:  # noqa: BLE001 - reported by the caller where it matters
+        return exc
+    return None
 
 
 # --- filling in what fx left opaque --------------------------------------------------------------
@@ -576,16 +583,18 @@ def _attempt(runners: list[_Runner], run: Callable[[_Runner], Any]) -> Any:
 
 class _Session:
     """The runs ``complete`` makes on one model and example, each on meta tensors if it can,
-    on real ones only where nothing else does."""
+    on real ones only where nothing else does. Runs of the whole model keep the modules in
+    ``kept`` as single calls, and capture the inputs of those ``wanted``."""
 
-    def __init__(self, model: nn.Module, example: Example, wanted: set[str]):
+    def __init__(self, model: nn.Module, example: Example, wanted: set[str], kept: set[int]):
         self.model = model
         self.example = example
         self.wanted = wanted
+        self.kept = kept
         self.runners = [_Runner("meta"), _Runner("fake"), _Runner("real")]
         self.whole: dict[bool, Record | Exception] = {}  # on real tensors? -> run or error
 
-    def model_run(self, kept: set[int], real: bool = False) -> Record:
+    def model_run(self, real: bool = False) -> Record:
         """The whole model recorded on the example (on real tensors, if ``real``)."""
         if real and isinstance(self.whole.get(False), Record) and self.whole[False].kind == "real":
             return self.whole[False]
@@ -593,7 +602,7 @@ class _Session:
             runners = [r for r in self.runners if r.kind == "real" or not real]
             try:
                 self.whole[real] = _attempt(runners, lambda runner: record(
-                    self.model, self.example.args, self.example.kwargs, runner, kept,
+                    self.model, self.example.args, self.example.kwargs, runner, self.kept,
                     self.wanted))
             except Exception as exc:  # noqa: BLE001 - kept, so a failure is not run twice
                 self.whole[real] = exc
@@ -601,15 +610,19 @@ class _Session:
             raise self.whole[real]
         return self.whole[real]
 
-    def submodule_run(self, prefix: str, kept: set[int], outer: set[int]) -> Record:
+    def submodule_run(self, prefix: str, kept: set[int]) -> Record:
         """Record the submodule at ``prefix`` on the inputs the whole model's run gave it."""
         module = self.model.get_submodule(prefix)
 
         def run(runner: _Runner) -> Record:
-            args, kwargs = self.model_run(outer, runner.kind == "real").captured[prefix]
+            args, kwargs = self.model_run(runner.kind == "real").captured[prefix]
             return record(module, args, kwargs, runner, kept)
 
         return _attempt(self.runners, run)
+
+    def failure(self, exc: Exception) -> str:
+        return (f"Running `{type(self.model).__name__}.forward` on the example "
+                f"({self.example.origin}) failed: {trace.describe_error(exc)}")
 
 
 def complete(model: nn.Module, example: Example, traced: trace.Traced) -> None:
@@ -622,15 +635,14 @@ def complete(model: nn.Module, example: Example, traced: trace.Traced) -> None:
     Then every fx graph left gets the shapes of its values."""
     branched = traced.branched
     inside_branch = {o for o in traced.opaque if any(_under(o, b) for b in branched)}
-    session = _Session(model, example, {u.prefix for u in traced.units} | set(traced.opaque))
-    outer = _kept(model, "", branched)
+    session = _Session(model, example, {u.prefix for u in traced.units} | set(traced.opaque),
+                       _kept(model, "", branched))
     whole = None
     if traced.opaque or any(u.prefix for u in traced.units):
         try:
-            whole = session.model_run(outer)
+            whole = session.model_run()
         except Exception as exc:  # noqa: BLE001 - reported, not raised: fx's findings stand
-            traced.run_error = (f"Running `{type(model).__name__}.forward` on the example "
-                                f"({example.origin}) failed: {trace.describe_error(exc)}")
+            traced.run_error = session.failure(exc)
             return
     if set(traced.opaque) - inside_branch:
         _adopt(traced, "", model, whole)
@@ -638,7 +650,7 @@ def complete(model: nn.Module, example: Example, traced: trace.Traced) -> None:
         if prefix not in traced.opaque or prefix not in whole.captured:
             continue
         try:
-            run = session.submodule_run(prefix, _kept(model, prefix, branched), outer)
+            run = session.submodule_run(prefix, _kept(model, prefix, branched))
         except Exception as exc:  # noqa: BLE001 - reported with the module
             traced.opaque[prefix] += (f" (running it on the example failed: "
                                       f"{trace.describe_error(exc)})")
@@ -650,8 +662,11 @@ def complete(model: nn.Module, example: Example, traced: trace.Traced) -> None:
     for unit in traced.units:
         inputs = ((example.args, example.kwargs) if not unit.prefix
                   else whole.captured.get(unit.prefix))
-        if not unit.dynamic and inputs is not None:
-            propagate_shapes(unit, *inputs, session.runners)
+        if unit.dynamic or inputs is None:
+            continue
+        error = propagate_shapes(unit, *inputs, session.runners)
+        if error is not None and not unit.prefix:
+            traced.run_error = session.failure(error)
 
 
 def _kept(model: nn.Module, prefix: str, branched: list[str]) -> set[int]:

@@ -70,17 +70,16 @@ def analyse(model: nn.Module, model_name: str, codes: Iterable[str],
 
 
 def _unseen(model: nn.Module, traced: Traced, example: Example | None) -> str | None:
-    """What stayed opaque and why, and what would let bnlint see it."""
-    if not traced.opaque:
-        return None
+    """What stayed opaque and why, what would let bnlint see it, and whether the example
+    could not be run."""
     reason = "; ".join(f"{name or '<model>'}: {why}" for name, why in sorted(traced.opaque.items()))
-    if traced.run_error:
-        return f"{reason}. {traced.run_error}"
-    if example is None:
+    if traced.opaque and example is None:
         from bnlint.dyntrace import needs_example
 
-        return f"{reason}. {needs_example(model)}"
-    return reason
+        reason = f"{reason}. {needs_example(model)}"
+    if traced.run_error:
+        reason = f"{reason}. {traced.run_error}" if reason else traced.run_error
+    return reason or None
 
 
 def _fixable_at_their_call(model: nn.Module, findings: list[Finding]) -> list[Finding]:

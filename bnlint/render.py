@@ -60,6 +60,8 @@ def render_text(report: Report, out: TextIO, *, verbose: bool = False,
                 _print_traced_by(console, m)
         elif verbose:
             console.print(f"[bold]{escape(m.spec)}:[/] [green]analysed[/] (trace: {m.trace})")
+            if m.reason:
+                console.print(f"    [dim]{escape(m.reason)}[/]")
             _print_traced_by(console, m)
     s = report.summary
     found = s["findings"] + (fixed or 0)

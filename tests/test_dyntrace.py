@@ -114,11 +114,11 @@ def test_clean_twins_stay_silent(name):
 
 def test_sampling_code_falls_back_to_real_tensors_and_the_rest_runs_on_meta():
     pointnet, example = built("see_through_sampling", "PointNet2")
-    session = dyntrace._Session(pointnet, example, set())
-    assert session.model_run(set()).kind == "real"
+    session = dyntrace._Session(pointnet, example, set(), set())
+    assert session.model_run().kind == "real"
     gin, example = built("see_through_batch", "GIN")
-    session = dyntrace._Session(gin, example, set())
-    assert session.model_run(set()).kind == "meta"
+    session = dyntrace._Session(gin, example, set(), set())
+    assert session.model_run().kind == "meta"
 
 
 def test_traced_by_names_what_each_method_saw():
@@ -239,6 +239,11 @@ def test_an_example_that_does_not_fit_is_reported_and_fx_findings_stand():
     assert result.trace == "partial"
     assert "Running `PointNet2.forward` on the example (from --example) failed:" in result.reason
     assert {f.module for f in found} == {"fc1"}
+    traceable = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))
+    found, result = findings(traceable, Example((torch.randn(2, 5),), {}, "from --example"))
+    assert result.trace == "full" and [f.module for f in found] == ["0"]
+    assert result.reason.startswith("Running `Sequential.forward` on the example (from --example) "
+                                    "failed: RuntimeError: mat1 and mat2 shapes cannot be")
 
 
 class WithConstant(nn.Module):
@@ -258,13 +263,13 @@ class WithConstant(nn.Module):
 
 def test_fake_tensors_and_without_them_real_ones_take_what_meta_cannot(monkeypatch):
     example = Example((torch.randn(2, 3, 4, 4),))
-    session = dyntrace._Session(WithConstant(), example, set())
-    assert session.model_run(set()).kind == "fake"
+    session = dyntrace._Session(WithConstant(), example, set(), set())
+    assert session.model_run().kind == "fake"
     monkeypatch.setattr(dyntrace, "FAKE_SINCE", (99, 0))
     model = WithConstant()
     before = snapshot(model)
-    session = dyntrace._Session(model, example, set())
-    assert session.model_run(set()).kind == "real"
+    session = dyntrace._Session(model, example, set(), set())
+    assert session.model_run().kind == "real"
     assert_unchanged(model, before)
     # the constant is an input of the graph, not a hole in it
     [unit] = trace_model(model, example).units
