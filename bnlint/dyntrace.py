@@ -188,7 +188,7 @@ class _Runner:
 
 def _call(runner: _Runner, module: nn.Module, args: tuple, kwargs: dict,
           state: dict[str, torch.Tensor], during=contextlib.nullcontext) -> Any:
-    with runner.running(), during():
+    with runner.running(), trace.attributes_kept(module), during():
         return torch.func.functional_call(module, state, tuple(args), kwargs)
 
 

@@ -5,8 +5,10 @@ Given an example input, what fx could not follow is recorded by running it (``dy
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from torch import fx, nn
@@ -109,10 +111,33 @@ def user_stack() -> str | None:
     ) or None
 
 
+@contextlib.contextmanager
+def attributes_kept(model: nn.Module) -> Iterator[None]:
+    """Undo whatever a forward stores on its modules while it is traced or run (a cache, a
+    counter, a proxy, the weight the old ``spectral_norm`` hook computes): every attribute, and
+    the entries of every dict attribute (parameters, buffers, submodules, hooks), is put back
+    as it was."""
+    saved = [(vars(m), dict(vars(m))) for m in model.modules()]
+    entries = [(d, dict(d)) for attributes, _ in saved for d in attributes.values()
+               if isinstance(d, dict)]
+    try:
+        yield
+    finally:
+        for attributes, before in saved:
+            for key in set(attributes) - set(before):
+                del attributes[key]
+            attributes.update(before)
+        for d, before in entries:
+            if d.keys() != before.keys() or any(d[k] is not v for k, v in before.items()):
+                d.clear()
+                d.update(before)
+
+
 def trace_one(module: nn.Module, opaque: set[int] = frozenset(),
               branch: bool | None = None) -> fx.GraphModule:
     tracer = Tracer(opaque, branch)
-    graph = tracer.trace(module)
+    with attributes_kept(module):
+        graph = tracer.trace(module)
     return fx.GraphModule(tracer.root, graph, type(module).__name__)
 
 

@@ -439,3 +439,35 @@ def test_fx_and_the_run_time_tracer_find_the_same(convs, linears, flatten):
     assert by_fx.models[0].trace == "full"
     assert recorded.models[0].trace == "dynamic"
     assert [f.to_dict() for f in recorded.findings] == [f.to_dict() for f in by_fx.findings]
+
+
+class Stateful(nn.Module):
+    """Stores things on itself while it runs, as real forwards do."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+        self.conv = nn.utils.spectral_norm(nn.Conv2d(3, 8, 1))
+        self.bn = nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        assert x.shape[1] == 3
+        self.calls += 1
+        self.last = x
+        self.register_buffer("seen", torch.ones(1))
+        return self.bn(self.conv(x))
+
+
+def test_what_a_forward_stores_on_its_modules_is_undone():
+    model = Stateful()
+    model(torch.randn(2, 3, 4, 4))
+    model.train()
+    example = Example((torch.randn(2, 3, 4, 4),))
+    before = snapshot(model)
+    attributes = [dict(vars(m)) for m in model.modules()]
+    report = bnlint.check(model, example=example)
+    assert report.models[0].trace == "dynamic"
+    assert [f.module for f in report.findings] == ["conv"]
+    assert_unchanged(model, before)
+    assert [dict(vars(m)) for m in model.modules()] == attributes
+    assert model.calls == 1 and not model.conv.weight.is_meta
