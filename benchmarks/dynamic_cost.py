@@ -2,11 +2,12 @@
 
 The model is the bundled stacked hourglass (`fixtures/see_through_assert.py`): the shape
 `assert` in its conv wrapper stops torch.fx, so `bnlint.check(model, example=...)` records the
-whole model by running it on meta tensors. Its twin is the same file without that assert line,
+whole model by running it on fake tensors. Its twin is the same file without that assert line,
 which fx traces in one graph. Printed: the median time of each over alternating runs, after one
 warm-up run each (also of fx alone on the asserting model, which retraces it once per opaque
-wrapper it finds), their ratio, and what the first run in a fresh process costs, where torch's
-meta kernels import its compiler stack (``torch._dynamo``) once::
+wrapper it finds), their ratio, and what the first run in a fresh process costs, where fake
+tensors (and the meta kernels they run, e.g. BatchNorm's) import torch's compiler stack
+(``torch._dynamo``) once::
 
     python benchmarks/dynamic_cost.py [--repeats 7] [--threads 1]
 """

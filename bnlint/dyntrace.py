@@ -10,11 +10,10 @@ placeholder, output), so the graph rules read it unchanged, and every value in i
 shape (``node.meta["tensor_meta"]``). fx graphs get their shapes by running them.
 
 Nothing of the user's model changes: ``torch.func.functional_call`` runs it with stand-ins for
-its parameters and buffers. They are meta tensors (or fake ones, which also accept real CPU
-tensors made on the side), which cost no memory and compute nothing; only where those cannot
-run the code (values decide a shape or the control flow) is it run on small real tensors,
-with copies of the state. A record is one path through the forward's Python: the one the
-example took.
+its parameters and buffers. They are fake tensors (meta ones where this torch has none bnlint
+knows), which cost no memory and compute nothing; only where those cannot run the code (values
+decide a shape or the control flow) is it run on small real tensors, with copies of the state.
+A record is one path through the forward's Python: the one the example took.
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ from bnlint import source, trace
 from bnlint.inputs import Example
 
 # FakeTensorMode lives in a private module: it is used on the torch versions it was written
-# against; elsewhere code the meta device cannot run goes straight to real tensors.
+# against, and the public meta device stands in for it elsewhere.
 FAKE_SINCE = (2, 1)
 # how deep the tensors inside a forward's arguments are looked for (lists, dicts, attributes)
 _MAX_DEPTH = 6
@@ -122,25 +121,17 @@ class CannotRun(Exception):
 
 
 class _Runner:
-    """Runs a module with stand-ins for its state and inputs. ``kind``: ``meta`` (the meta
-    device: no memory, no computation), ``fake`` (FakeTensor: the same, and it also takes the
-    real CPU tensors code makes on the side; its first use imports torch's compiler stack,
-    seconds, so it comes second) or ``real`` (small CPU tensors and copies of the state, for
-    code that needs values)."""
+    """Runs a module with stand-ins for its state and inputs. ``kind``: ``fake`` (FakeTensor:
+    no memory, no computation, and real CPU tensors made on the side are taken in), ``meta``
+    (the meta device, where this torch has no FakeTensor bnlint knows) or ``real`` (small CPU
+    tensors and copies of the state, for code that needs values)."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, fake_mode=None):
         self.kind = kind
-        self._fake_mode = None
+        self.fake_mode = fake_mode
 
-    @property
-    def fake_mode(self):
-        if self._fake_mode is None:
-            self._fake_mode = _fake_mode()
-            if self._fake_mode is None:
-                raise CannotRun(f"no FakeTensor in torch {torch.__version__}")
-        return self._fake_mode
-
-    def tensor(self, t: torch.Tensor) -> torch.Tensor:
+    def tensor(self, t: torch.Tensor, weight: bool = False) -> torch.Tensor:
+        """A stand-in for ``t``; ``weight``: a parameter or buffer, not an input."""
         is_fake = type(t).__name__ == "FakeTensor"
         if self.kind == "fake":
             if is_fake and t.fake_mode is self.fake_mode:
@@ -150,7 +141,7 @@ class _Runner:
                                            device="cpu" if t.is_meta else t.device)
         if self.kind == "meta":
             return t.detach().to("meta")
-        if is_fake:
+        if is_fake or (t.is_meta and not weight):
             raise CannotRun("a value recorded without data cannot be run on real tensors")
         if t.is_meta:  # a model built without weights: any values will do to follow its code
             return (torch.rand(t.shape, dtype=t.dtype) if t.is_floating_point()
@@ -167,7 +158,7 @@ class _Runner:
         made: dict[int, torch.Tensor] = {}
         for _, t in named:
             if id(t) not in made:
-                made[id(t)] = self.tensor(t)
+                made[id(t)] = self.tensor(t, weight=True)
         return {name: made[id(t)] for name, t in named}
 
     def inputs(self, value: Any) -> Any:
@@ -564,16 +555,15 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix and name else prefix or name
 
 
+def _runners() -> list[_Runner]:
+    fake = _fake_mode()
+    return [_Runner("fake", fake) if fake is not None else _Runner("meta"), _Runner("real")]
+
+
 def _attempt(runners: list[_Runner], run: Callable[[_Runner], Any]) -> Any:
-    """``run(runner)`` on the first runner it succeeds with; else the last error. FakeTensor
-    follows the meta device only where that failed on real tensors made on the side or a copy
-    out of a meta tensor: fake tensors have no values either, and their first use costs
-    seconds."""
+    """``run(runner)`` on the first runner it succeeds with; else the last error."""
     error: Exception | None = None
     for runner in runners:
-        if runner.kind == "fake" and error is not None and not (
-                "device" in str(error) or "copy out of meta" in str(error)):
-            continue
         try:
             return run(runner)
         except Exception as exc:  # noqa: BLE001 - user code on stand-ins: try the next kind
@@ -582,8 +572,8 @@ def _attempt(runners: list[_Runner], run: Callable[[_Runner], Any]) -> Any:
 
 
 class _Session:
-    """The runs ``complete`` makes on one model and example, each on meta tensors if it can,
-    on real ones only where nothing else does. Runs of the whole model keep the modules in
+    """The runs ``complete`` makes on one model and example, each on fake (or meta) tensors
+    if it can, on real ones only where those fail. Runs of the whole model keep the modules in
     ``kept`` as single calls, and capture the inputs of those ``wanted``."""
 
     def __init__(self, model: nn.Module, example: Example, wanted: set[str], kept: set[int]):
@@ -591,7 +581,7 @@ class _Session:
         self.example = example
         self.wanted = wanted
         self.kept = kept
-        self.runners = [_Runner("meta"), _Runner("fake"), _Runner("real")]
+        self.runners = _runners()
         self.whole: dict[bool, Record | Exception] = {}  # on real tensors? -> run or error
 
     def model_run(self, real: bool = False) -> Record:

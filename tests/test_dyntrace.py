@@ -112,13 +112,13 @@ def test_clean_twins_stay_silent(name):
     assert result.trace == "dynamic" and result.opaque == []
 
 
-def test_sampling_code_falls_back_to_real_tensors_and_the_rest_runs_on_meta():
+def test_sampling_code_falls_back_to_real_tensors_and_the_rest_runs_on_fake_ones():
     pointnet, example = built("see_through_sampling", "PointNet2")
     session = dyntrace._Session(pointnet, example, set(), set())
     assert session.model_run().kind == "real"
     gin, example = built("see_through_batch", "GIN")
     session = dyntrace._Session(gin, example, set(), set())
-    assert session.model_run().kind == "meta"
+    assert session.model_run().kind == "fake"
 
 
 def test_traced_by_names_what_each_method_saw():
@@ -247,8 +247,8 @@ def test_an_example_that_does_not_fit_is_reported_and_fx_findings_stand():
 
 
 class WithConstant(nn.Module):
-    """A plain tensor attribute (not a buffer) used in an opaque forward: the meta device
-    refuses to mix it in, fake tensors take it."""
+    """A plain tensor attribute (not a buffer) used in an opaque forward: fake tensors take it
+    in, the meta device refuses to mix it with its own."""
 
     def __init__(self):
         super().__init__()
@@ -261,11 +261,13 @@ class WithConstant(nn.Module):
         return self.bn(self.conv(x) * self.scale[:, None, None])
 
 
-def test_fake_tensors_and_without_them_real_ones_take_what_meta_cannot(monkeypatch):
+def test_without_fake_tensors_meta_ones_stand_in_and_real_ones_take_what_they_cannot(
+        monkeypatch):
     example = Example((torch.randn(2, 3, 4, 4),))
     session = dyntrace._Session(WithConstant(), example, set(), set())
     assert session.model_run().kind == "fake"
-    monkeypatch.setattr(dyntrace, "FAKE_SINCE", (99, 0))
+    monkeypatch.setattr(dyntrace, "FAKE_SINCE", (99, 0))  # a torch bnlint has no FakeTensor for
+    assert dyntrace._Session(Checked(3), example, set(), set()).model_run().kind == "meta"
     model = WithConstant()
     before = snapshot(model)
     session = dyntrace._Session(model, example, set(), set())
@@ -471,3 +473,27 @@ def test_what_a_forward_stores_on_its_modules_is_undone():
     assert_unchanged(model, before)
     assert [dict(vars(m)) for m in model.modules()] == attributes
     assert model.calls == 1 and not model.conv.weight.is_meta
+
+
+class NeedsValues(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 8)
+        self.bn = nn.BatchNorm1d(8)
+
+    def forward(self, x):
+        assert x.shape[1] == 4
+        scale = x.abs().max().item()  # a value: neither meta nor fake tensors have one
+        return self.bn(self.fc(x / scale))
+
+
+def test_a_model_built_without_weights_runs_on_stand_in_values_where_it_must():
+    with torch.device("meta"):
+        model = NeedsValues()
+    example = Example((torch.randn(3, 4),))
+    session = dyntrace._Session(model, example, set(), set())
+    assert session.model_run().kind == "real"
+    report = bnlint.check(model, example=example)
+    assert report.models[0].trace == "dynamic"
+    assert [f.module for f in report.findings] == ["fc"]
+    assert all(t.is_meta for t in model.state_dict().values())
