@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as module_hooks
 
