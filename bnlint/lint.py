@@ -99,7 +99,6 @@ def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare) 
             analysed.add(model)
             try:
                 found, result = analyse(model, candidate.spec, codes, example=example)
-                result.example = example
                 if note:
                     result.notes.append(note)
                 if on_model is not None:

@@ -376,3 +376,16 @@ def test_recorded_shapes_agree_with_the_structural_reading(name):
     with_shapes = [(h.module, h.fix, h.message, h.related) for h in
                    bias_before_bn.check(shaped_graph(model, torch.randn(4, 3, 16, 16)))]
     assert with_shapes == without and without
+
+
+def test_a_declared_input_settles_the_rank_of_a_linear():
+    """The example says the input is (batch, 6): with the shapes recorded the fix is safe, and
+    exact. (A probed input would not do: it is a guess, and a Linear takes (batch, length, 6)
+    as well.)"""
+    model = TabularMLP()
+    train(model, (16, 6), steps=3)
+    [finding] = bnlint.check(model, example=torch.randn(4, 6)).findings
+    assert finding.fix == "safe"
+    result = bnlint.fix(model, example=torch.randn(4, 6))
+    assert [e.code for e in result.applied] == ["BN001"]
+    assert_same_function(model, result.model, (16, 6))

@@ -220,7 +220,7 @@ def _golden(tmp_path):
 @pytest.mark.parametrize("setup, safe, unsafe, why", [
     pytest.param(_outside, 0, 0, "is outside the working directory",
                  id="files outside the working directory"),
-    pytest.param(lambda _: (["torch.nn:Sequential(Linear(4, 4), BatchNorm1d(4))"], []), 0, 0,
+    pytest.param(lambda _: (["torch.nn:Sequential(Conv2d(3, 4, 3), BatchNorm2d(4))"], []), 0, 0,
                  "no line of a .py file built the layer", id="a model built by a spec expression"),
     pytest.param(lambda _: ([str(FIXTURES / "deep_plain.py")], ["--select", "BN005"]), 0, 0,
                  "bnlint has no source edit for BN005", id="a rule without a source edit"),

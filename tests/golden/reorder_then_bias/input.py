@@ -7,6 +7,8 @@ import torch.nn as nn
 
 
 class MLP(nn.Module):
+    INPUT_SHAPE = (8,)  # (batch, 8): the Linear's bias is one value per BatchNorm channel
+
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(
