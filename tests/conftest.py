@@ -41,3 +41,37 @@ def line_of(path, needle: str) -> int:
         if needle in text:
             return number
     raise AssertionError(f"{needle!r} not in {path}")
+
+
+def run_bnlint(*args, cwd):
+    """Run the command line in-process from ``cwd``, where paths are shown relative to and the
+    folder --fix may edit; returns click's Result (``stdout`` holds the report or the diff)."""
+    from click.testing import CliRunner
+
+    from bnlint.cli import main
+
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(main, [str(arg) for arg in args])
+    finally:
+        os.chdir(before)
+def shaped_graph(model, *example):
+    """``model`` traced as bnlint traces it (in one piece), with the shape of every value
+    recorded from ``example``, if given, as an example input records it
+    (``node.meta["tensor_meta"]``).
+    The graph calls the model's own layers, so a graph fix changes ``model``."""
+    import torch
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    from bnlint.trace import trace_model
+
+    [unit] = trace_model(model).units
+    if not example:
+        return unit.gm
+    training = model.training
+    model.eval()  # leaves the running statistics as they are
+    with torch.no_grad():
+        ShapeProp(unit.gm).propagate(*example)
+    model.train(training)
+    return unit.gm

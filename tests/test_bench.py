@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 import bnlint
 from bnlint import bench, cli
-from bnlint.bench import BenchError, render, results, shapes, tasks, training, verdict
+from bnlint.bench import BenchError, render, results, tasks, training, verdict
 from bnlint.bench.verdict import IMPROVED, NEUTRAL, WORSE, decide
 from bnlint.cli import main
 from fixtures_models import fixture_module
@@ -312,23 +312,23 @@ def conv1d_net():
     (nn.Sequential(nn.Linear(7, 2)), (7,)),
 ])
 def test_probing_finds_a_shape_the_model_accepts(model, shape):
-    found, origin, out = shapes.find_input_shape(model, None, torch.device("cpu"))
+    found, origin, out = tasks.find_input_shape(model, None, torch.device("cpu"))
     assert (found, origin) == (shape, "found by probing")
 
 
 def test_a_declared_or_given_shape_wins():
     model = fixture_module("deep_plain").PlainCNN()
-    assert shapes.find_input_shape(model, None, "cpu")[:2] == ((3, 32, 32), "from INPUT_SHAPE")
-    assert shapes.find_input_shape(model, (3, 16, 16), "cpu")[:2] == (
+    assert tasks.find_input_shape(model, None, "cpu")[:2] == ((3, 32, 32), "from INPUT_SHAPE")
+    assert tasks.find_input_shape(model, (3, 16, 16), "cpu")[:2] == (
         (3, 16, 16), "from --input-shape")
     with pytest.raises(BenchError, match=r"does not accept inputs of shape \(N, 5, 16, 16\)"):
-        shapes.find_input_shape(model, (5, 16, 16), "cpu")
+        tasks.find_input_shape(model, (5, 16, 16), "cpu")
 
 
 def test_no_shape_found_says_what_to_do():
     model = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(8, 2))
     with pytest.raises(BenchError, match="--input-shape"):
-        shapes.find_input_shape(model, None, "cpu")
+        tasks.find_input_shape(model, None, "cpu")
 
 
 @pytest.mark.parametrize("head, kind, classes", [

@@ -11,9 +11,9 @@ deep copy, so BatchNorm running statistics, ``num_batches_tracked`` and train/ev
 they were.
 
 The modules, in the order the work flows: ``results`` (defaults and the report, without
-torch), ``verdict`` (the decision rule), ``shapes`` and ``tasks`` (what to train on),
-``training`` (the loop, the sweep and how long), ``render`` (table, JSON, plot). Importing
-this package does not import torch; ``benchmark`` loads it.
+torch), ``verdict`` (the decision rule), ``tasks`` (what to train on, on the input
+``bnlint.inputs`` finds), ``training`` (the loop, the sweep and how long), ``render`` (table,
+JSON, plot). Importing this package does not import torch; ``benchmark`` loads it.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def benchmark(original: nn.Module, fixed: nn.Module, *, steps: int | None = DEFA
               seeds: int = DEFAULTS["seeds"], lr: float = DEFAULTS["lr"], momentum: float = 0.9,
               batch_size: int = 32, lr_sweep: bool = False,
               time_budget: float | None = DEFAULTS["time_budget"],
-              input_shape: tuple[int, ...] | None = None, data=None,
+              input_shape: tuple[int, ...] | None = None, example=None, data=None,
               data_label: str = "the given data",
               device: str | None = None, progress: Progress | None = None) -> BenchReport:
     """Train ``original`` and ``fixed`` side by side and say whether the fix helped.
@@ -47,7 +47,9 @@ def benchmark(original: nn.Module, fixed: nn.Module, *, steps: int | None = DEFA
     step, counted, never timed: the same on any machine), or the steps of every run.
     ``data`` is ``None`` for a synthetic task fitted to the model, or the user's data: a
     DataLoader, any iterable of ``(inputs, targets)`` batches, a tuple of two tensors, or a
-    function returning one of those (``data_label`` names it in the report).
+    function returning one of those (``data_label`` names it in the report). The synthetic
+    task's input is ``example`` (anything ``bnlint.check`` takes), else the one
+    ``bnlint.inputs.resolve`` finds (``input_shape`` is ``--input-shape``).
     ``time_budget`` (seconds, set-up included; ``None`` for no limit) cuts the steps of every
     run alike when they would not fit, and ``report.cut_by_time`` says so; a ``BenchError``
     before any training when not even a short run fits.
@@ -57,16 +59,16 @@ def benchmark(original: nn.Module, fixed: nn.Module, *, steps: int | None = DEFA
     import torch
 
     from bnlint.bench import tasks, training
-    from bnlint.bench.shapes import _forward_copy
 
     deadline = time.perf_counter() + time_budget if time_budget else None
     if (steps is not None and steps < 1) or seeds < 1 or batch_size < 2 or lr <= 0:
         raise BenchError("steps and seeds must be at least 1, the batch size at least 2 "
                          "(BatchNorm needs it), the learning rate positive")
     dev = training.resolve_device(device)
-    task, source = tasks.task_and_data(original, data, input_shape, data_label, dev, batch_size)
+    task, source = tasks.task_and_data(original, data, input_shape, example, data_label, dev,
+                                       batch_size)
     sample = next(source(0).batches())[0][:2]
-    _forward_copy(fixed, sample, dev, "the fixed model fails on the original's inputs")
+    tasks.forward_copy(fixed, sample, dev, "the fixed model fails on the original's inputs")
     loss_fn = tasks.loss_function(task)
 
     flops, step_seconds = zip(*(
@@ -165,15 +167,16 @@ def bench_model(spec: str, model: nn.Module, *, select=None, ignore=None, **opti
 
 def bench_models(models, *, select=None, ignore=None, data: str | None = None, progress=None,
                  **options) -> list[BenchEntry]:
-    """``bnlint --bench``: every ``(spec, model)`` fixed and benchmarked. ``data`` is a
-    ``--data`` spec; ``progress(spec)`` returns a context manager that gives a ``Progress``
+    """``bnlint --bench``: every ``(spec, model, example)`` fixed and benchmarked, ``example``
+    being the input the lint run found for it (or ``None``). ``data`` is a ``--data`` spec; ``progress(spec)`` returns a context manager that gives a ``Progress``
     (or ``None``)."""
     from bnlint.bench.tasks import load_data
 
     source = load_data(data) if data else None
     entries = []
-    for spec, model in models:
+    for spec, model, example in models:
         with progress(spec) if progress else nullcontext() as watcher:
             entries.append(bench_model(spec, model, select=select, ignore=ignore, data=source,
-                                       data_label=data, progress=watcher, **options))
+                                       data_label=data, progress=watcher, example=example,
+                                       **options))
     return entries

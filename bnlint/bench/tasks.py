@@ -1,17 +1,19 @@
-"""What the models train on: a synthetic task fitted to the model (a fixed random teacher), or
-the user's data; the loss that goes with it."""
+"""What the models train on: a synthetic task fitted to the model (a fixed random teacher) on
+the input ``bnlint.inputs.resolve`` finds, or the user's data; the loss that goes with it."""
 
 from __future__ import annotations
 
+import copy
 import math
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnlint import inputs
 from bnlint.bench.results import CLASSIFICATION, REGRESSION, SYNTHETIC, BenchError, Task
-from bnlint.bench.shapes import _forward_copy, find_input_shape
 
 MAX_CLASSES = 10           # synthetic labels use at most this many of the model's outputs
 
@@ -104,19 +106,57 @@ class UserData:
             epoch += 1
 
 
+def forward_copy(model: nn.Module, x: torch.Tensor, device, failure: str) -> torch.Tensor:
+    """The output of a deep copy of ``model`` in eval mode: the user's model, its running
+    statistics and its mode are left alone. ``failure`` begins the message if it raises."""
+    probe = copy.deepcopy(model).to(device).eval()
+    try:
+        with torch.no_grad():
+            out = probe(x.to(device))
+    except Exception as exc:  # noqa: BLE001 - the user's forward may raise anything
+        raise BenchError(f"{failure}: {type(exc).__name__}: {exc}",
+                         traceback.format_exc()) from None
+    if not isinstance(out, torch.Tensor):
+        raise BenchError(f"the model returns {type(out).__name__}; the benchmark needs a model "
+                         "that returns one tensor")
+    return out
+
+
 def user_task(source, model: nn.Module, device, label: str) -> Task:
     """Classification when the targets are integers and the model gives one score per class,
     regression otherwise."""
     x, y = next(UserData(source, 1, 0).batches())
-    out = _forward_copy(model, x[:2], device, f"the model fails on a batch from {label}")
+    out = forward_copy(model, x[:2], device, f"the model fails on a batch from {label}")
     classify = not (y.is_floating_point() or y.is_complex()) and out.dim() == 2 and out.shape[1] > 1
     return Task(CLASSIFICATION if classify else REGRESSION, tuple(x.shape[1:]),
                 tuple(out.shape[1:]), "from the data", label,
                 classes=out.shape[1] if classify else None)
 
 
-def synthetic_task(model: nn.Module, input_shape, device) -> Task:
-    shape, origin, out = find_input_shape(model, input_shape, device)
+def find_input_shape(model: nn.Module, input_shape, device,
+                     example=None) -> tuple[tuple[int, ...], str, torch.Tensor]:
+    """(input shape, how it was found, the output for a batch of two), by the order of
+    ``bnlint.inputs.resolve``."""
+    try:
+        found = inputs.resolve(model, example, input_shape=input_shape)
+    except inputs.ExampleError as exc:
+        raise BenchError(str(exc), exc.detail) from None
+    if found is None:
+        tried = len(dict.fromkeys(inputs.candidate_shapes(model)))
+        raise BenchError(f"found no input shape the model accepts (tried {tried} common shapes); "
+                         "give one with --input-shape, e.g. --input-shape 3,32,32, or bring data "
+                         "with --data module:function")
+    shape = found.shape()
+    if shape is None:
+        raise BenchError(f"the synthetic task feeds the model one tensor, and its input is "
+                         f"{found.describe()}; bring data with --data module:function")
+    dims = ", ".join(map(str, shape))
+    failure = f"the model does not accept inputs of shape (N, {dims}) ({found.origin})"
+    return shape, found.origin, forward_copy(model, found.args[0], device, failure)
+
+
+def synthetic_task(model: nn.Module, input_shape, device, example=None) -> Task:
+    shape, origin, out = find_input_shape(model, input_shape, device, example)
     if out.dim() == 2 and out.shape[1] > 1:
         return Task(CLASSIFICATION, shape, tuple(out.shape[1:]), origin, SYNTHETIC,
                     classes=min(out.shape[1], MAX_CLASSES))
@@ -129,12 +169,13 @@ def loss_function(task: Task) -> Callable[[torch.Tensor, torch.Tensor], torch.Te
     return lambda out, y: F.mse_loss(out.reshape(y.shape).float(), y.float())
 
 
-def task_and_data(model: nn.Module, data, input_shape, label: str, device, batch_size: int
-                  ) -> tuple[Task, Callable[[int], SyntheticData | UserData]]:
+def task_and_data(model: nn.Module, data, input_shape, example, label: str, device,
+                  batch_size: int) -> tuple[Task, Callable[[int], SyntheticData | UserData]]:
     """The task, and a function from a seed to its batches: ``data`` is ``None`` for a
-    synthetic task fitted to the model, else the user's data or a function that returns it."""
+    synthetic task fitted to the model (on ``example`` or the input found for it), else the
+    user's data or a function that returns it."""
     if data is None:
-        task = synthetic_task(model, input_shape, device)
+        task = synthetic_task(model, input_shape, device, example)
         return task, lambda seed: SyntheticData(task, batch_size, seed)
     if callable(data) and not isinstance(data, Iterable):
         data = data()

@@ -1296,7 +1296,7 @@ class Analyzer:
         why = last.describe()
         if any(f.mode == EVAL for f in facts):
             why += "; the `.eval()` before this does not run on every path"
-        shown = variable or "the module"
+        shown = self.subject(variable, target)
         if export:
             where = f"is passed to `{self.source(node.func)}`"
             if export == "torch.jit.script":
@@ -1309,8 +1309,8 @@ class Analyzer:
         frame = self.frame
         if frame.call_line and variable and variable.split(".")[0] in frame.params:
             where += f" (in `{frame.name}()`, called at line {frame.call_line})"
-        message = (f"`{shown}` {where} but may be in training mode ({why}); {effect}."
-                   f" Call `{shown}.eval()` first.")
+        call = f"`{variable}.eval()`" if variable else "`.eval()` on the model"
+        message = f"{shown} {where} but may be in training mode ({why}); {effect}. Call {call} first."
         self.report(BN003, node, message, last, self.inference_fixes(variable))
 
     def training_step(self, node: ast.Call, models: list, target: ast.AST, st: State) -> None:
@@ -1323,16 +1323,23 @@ class Analyzer:
         if not trained:
             return
         variable = self.variable(target)
-        shown = variable or "the module"
+        shown = self.subject(variable, target)
         last = max(wrong, key=lambda f: f.line)
         if last.looped:
             why = f"{last.describe()}, on the previous pass of the loop at line {last.looped}"
         else:
             why = f"{last.describe()}, for the inference at line {last.inferred}"
-        message = (f"`{shown}` is trained here but may be in eval mode ({why}); BatchNorm would"
-                   " use its frozen running statistics. Call"
-                   f" `{shown}.train()` at the top of the training loop.")
+        call = f"`{variable}.train()`" if variable else "`.train()` on the model"
+        message = (f"{shown} is trained here but may be in eval mode ({why}); BatchNorm would"
+                   f" use its frozen running statistics. Call {call} at the top of the training"
+                   " loop.")
         self.report(BN004, node, message, last, self.training_fixes(variable))
+
+    def subject(self, variable: str | None, target: ast.AST | None) -> str:
+        """The model as a message names it: its variable, else the expression that gives it."""
+        if variable or target is not None:
+            return f"`{variable or self.source(target)}`"
+        return "The model"
 
     def variable(self, target: ast.AST | None) -> str | None:
         if isinstance(target, ast.Attribute) and target.attr == "forward":

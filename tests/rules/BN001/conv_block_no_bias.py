@@ -1,0 +1,19 @@
+"""A VGG-style block: convolutions without a bias feed BatchNorm."""
+
+from torch import nn
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, channels=(3, 32, 64)):
+        super().__init__()
+        layers = []
+        for cin, cout in zip(channels, channels[1:]):
+            layers += [
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
+        self.body = nn.Sequential(*layers, nn.MaxPool2d(2))
+
+    def forward(self, x):
+        return self.body(x)

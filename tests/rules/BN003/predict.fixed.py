@@ -1,0 +1,17 @@
+"""Score a folder of images with a trained classifier."""
+
+import sys
+
+import torch
+
+from classifier import Classifier
+from data import load_images
+
+model = Classifier(num_classes=10)
+model.load_state_dict(torch.load("classifier.pt", map_location="cpu"))
+
+images = load_images(sys.argv[1])
+model.eval()
+with torch.no_grad():
+    scores = model(images).softmax(1)  # expect: BN003
+print(scores.argmax(1).tolist())
