@@ -29,6 +29,10 @@ from bnlint.rules.modes.vocabulary import parameters
 from bnlint.source import display_path
 
 
+# summaries being worked out at once (a helper calling a helper of another file...)
+MAX_FILE_DEPTH = 8
+
+
 @dataclass(frozen=True, eq=False)
 class NewObject:
     """An object a function builds and returns or stores: its modes, whether it is known to
@@ -64,7 +68,11 @@ class Summaries:
         self.busy: set[int] = set()
 
     def of(self, function: Function) -> Summary | None:
+        """The function's summary; None when it cannot be worked out (it calls back into a
+        function being summarised, or goes through too many files)."""
         key = id(function.node)
+        if key not in self.done and len(self.busy) >= MAX_FILE_DEPTH:
+            return None
         if key not in self.done:
             self.done[key] = None  # a call back into itself is unknown
             interpreter = self.interpreters.get(function.file.path)
