@@ -72,8 +72,8 @@ def _is_call(stmt: ast.stmt, code: str, place) -> bool:
 
 
 def check(path: Path, text: str, tree: ast.Module) -> Iterator[Finding]:
-    return verify.findings(path, text, CODE)
+    return verify.findings(path, text, tree, CODE)
 
 
 def fix(path: Path, text: str, tree: ast.Module) -> Iterator[Edit]:
-    return verify.edits(path, text, CODE)
+    return verify.edits(path, text, tree, CODE)

@@ -42,9 +42,7 @@ from bnlint.rules.modes.vocabulary import (
     SET_GRAD,
     SWITCHES,
     WRAPPERS,
-    assigned_names,
     builds_model,
-    declared_names,
     dotted,
     exports_in_eval_anyway,
     parameters,
@@ -79,16 +77,13 @@ class Frame:
     """One function being analysed (or the module): what is lexical, not part of the state."""
 
     def __init__(self, name: str, func=None, parent: int = 0, inherited: bool = False,
-                 call_line: int | None = None):
+                 call_line: int | None = None, scope: tuple | None = None):
         self.name = name
         self.call_line = call_line
         self.func = func
         self.parent = parent
         self.inherited = inherited
-        self.locals = assigned_names(func) if func is not None else set()
-        self.params = {a.arg for a in ast.walk(func.args) if isinstance(a, ast.arg)} \
-            if func is not None else set()
-        self.globals = declared_names(func) if func is not None else set()
+        self.locals, self.params, self.globals = scope or (set(), set(), set())
         self.defs: dict[str, ast.FunctionDef] = {}
         self.regions: list[bool] = []
         self.loops: list[ast.stmt] = []
@@ -939,7 +934,7 @@ class Interpreter:
 
     def _run_function(self, func, parent, bound, consts, st, call, inherited):
         frame = Frame(func.name, func, parent, inherited=inherited,
-                      call_line=call.lineno if call else None)
+                      call_line=call.lineno if call else None, scope=self.file.scope(func))
         entry = st.copy()
         entry.envs.append(dict(bound))
         entry.consts.append(dict(consts))
@@ -1081,9 +1076,7 @@ class Interpreter:
         self.stack = [Frame("<module>")]
         self.frame.regions.append(self.file.calls_backward(tree))
         self.block(tree.body, State())
-        called = {n.func.id if isinstance(n.func, ast.Name) else n.func.attr
-                  for n in ast.walk(tree) if isinstance(n, ast.Call)
-                  and isinstance(n.func, (ast.Name, ast.Attribute))}
+        called = self.file.called
         entries = [(f, None) for f in self.file.functions.values()]
         entries += [(m, c) for c in self.file.classes.values() for m in c.methods.values()]
         entries.sort(key=lambda e: e[0].lineno)

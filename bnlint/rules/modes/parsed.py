@@ -9,7 +9,13 @@ from pathlib import Path
 
 from bnlint.edits import span_of, split_lines
 from bnlint.rules.modes.events import Text
-from bnlint.rules.modes.vocabulary import calls_backward, dotted, import_names
+from bnlint.rules.modes.vocabulary import (
+    assigned_names,
+    calls_backward,
+    declared_names,
+    dotted,
+    import_names,
+)
 
 
 @dataclass(eq=False)
@@ -42,6 +48,9 @@ class ParsedFile:
                 self.classes[stmt.name] = self._class_info(stmt)
         self._sources: dict[int, str] = {}
         self._backward: dict[int, bool] = {}
+        self._trains = "backward" in text  # no backward pass anywhere: nothing to look for
+        self._scopes: dict[int, tuple[set, set, set]] = {}
+        self._called: set[str] | None = None
 
     @property
     def lines(self) -> list[str]:
@@ -85,6 +94,27 @@ class ParsedFile:
         return line, col + 1
 
     def calls_backward(self, owner: ast.AST) -> bool:
+        """Whether a block (a function, a loop, the module) itself runs a backward pass."""
+        if not self._trains:
+            return False
         if id(owner) not in self._backward:
             self._backward[id(owner)] = calls_backward(owner.body)
         return self._backward[id(owner)]
+
+    def scope(self, func: ast.AST) -> tuple[set[str], set[str], set[str]]:
+        """A function's local names, parameters and names declared ``global``."""
+        if id(func) not in self._scopes:
+            self._scopes[id(func)] = (
+                assigned_names(func),
+                {a.arg for a in ast.walk(func.args) if isinstance(a, ast.arg)},
+                declared_names(func))
+        return self._scopes[id(func)]
+
+    @property
+    def called(self) -> set[str]:
+        """The names of the functions and methods the file calls anywhere."""
+        if self._called is None:
+            self._called = {n.func.id if isinstance(n.func, ast.Name) else n.func.attr
+                            for n in ast.walk(self.tree) if isinstance(n, ast.Call)
+                            and isinstance(n.func, (ast.Name, ast.Attribute))}
+        return self._called

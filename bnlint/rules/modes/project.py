@@ -66,6 +66,7 @@ class Project:
         self._modules: dict[ClassInfo, bool] = {}
         self._batchnorm: dict[int, bool | None] = {}
         self._resolved: dict[tuple[str, Path | None], object] = {}
+        self._found: dict[tuple[Path, str], tuple[Path | None, Path | None] | None] = {}
 
     def unchanged(self) -> bool:
         """Whether every file read so far is as it was when it was read."""
@@ -118,11 +119,19 @@ class Project:
 
     def _module(self, folder: Path, name: str) -> tuple[ParsedFile | None, Path | None] | None:
         """The module ``name`` in ``folder``: (its file, its folder when it is a package)."""
+        key = (folder, name)
+        if key not in self._found:
+            self._found[key] = self._find(folder, name)
+        found = self._found[key]
+        return found if found is None else (self.parsed(found[0]) if found[0] else None, found[1])
+
+    @staticmethod
+    def _find(folder: Path, name: str) -> tuple[Path | None, Path | None] | None:
         package = folder / name
         if (package / "__init__.py").is_file():
-            return self.parsed(package / "__init__.py"), package
+            return package / "__init__.py", package
         if (folder / f"{name}.py").is_file():
-            return self.parsed(folder / f"{name}.py"), None
+            return folder / f"{name}.py", None
         if package.is_dir() and name.isidentifier():
             return None, package  # a namespace package
         return None

@@ -32,10 +32,12 @@ def mode_rules() -> tuple:
                  and hasattr(module := rule.implementation(), "EVENT"))
 
 
-def problems(path: Path | None, text: str, summaries: Summaries) -> list[Problem]:
-    """Every problem the use-reading rules find in a script's source (fixes unchecked)."""
+def problems(path: Path | None, text: str, summaries: Summaries,
+             tree: ast.Module | None = None) -> list[Problem]:
+    """Every problem the use-reading rules find in a script's source (fixes unchecked);
+    ``tree``: the source already parsed."""
     try:
-        tree = ast.parse(text)
+        tree = tree or ast.parse(text)
     except SyntaxError:
         return []
     file = ParsedFile(tree, text, path)
@@ -93,14 +95,15 @@ def _solved(path, text: str, found: list[Problem], problem: Problem,
 _checked: OrderedDict = OrderedDict()
 
 
-def checked(path: Path | None, text: str) -> tuple[tuple[Problem, tuple[LineEdit, ...] | None], ...]:
+def checked(path: Path | None, text: str, tree: ast.Module | None = None,
+            ) -> tuple[tuple[Problem, tuple[LineEdit, ...] | None], ...]:
     """Each problem with a fix verified on the fixed source, or None."""
-    summaries = for_script(path)
     key = (str(path), text)
-    if key in _checked and _checked[key][0] is summaries:
+    if key in _checked and _checked[key][0].project.unchanged():
         _checked.move_to_end(key)
         return _checked[key][1]
-    found = problems(path, text, summaries)
+    summaries = for_script(path)
+    found = problems(path, text, summaries, tree)
     chosen: dict[Problem, tuple[LineEdit, ...]] = {}
     for problem in found:
         for fix in () if problem in chosen else problem.fixes:
@@ -116,19 +119,19 @@ def checked(path: Path | None, text: str) -> tuple[tuple[Problem, tuple[LineEdit
     return result
 
 
-def findings(path: Path, text: str, code: str) -> Iterator[Finding]:
+def findings(path: Path, text: str, tree: ast.Module, code: str) -> Iterator[Finding]:
     severity = RULES[code].severity
-    for problem, fix in checked(path, text):
+    for problem, fix in checked(path, text, tree):
         if problem.code == code:
             yield Finding(code=code, severity=severity, message=problem.message,
                           related=problem.related, path=display_path(path), line=problem.line,
                           col=problem.col, fix=UNSAFE if fix else None)
 
 
-def edits(path: Path, text: str, code: str) -> Iterator[Edit]:
+def edits(path: Path, text: str, tree: ast.Module, code: str) -> Iterator[Edit]:
     """The verified fixes of the problems not suppressed by a comment on their line."""
     lines = split_lines(text)
-    for problem, fix in checked(path, text):
+    for problem, fix in checked(path, text, tree):
         if problem.code != code or not fix:
             continue
         suppressed = config.suppressed_codes(lines[problem.line - 1])

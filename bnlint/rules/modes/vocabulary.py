@@ -64,7 +64,7 @@ def import_names(tree: ast.Module) -> dict[str, str]:
     """Local name -> the dotted name it was imported as (``nn`` -> ``torch.nn``); a relative
     import keeps its leading dots (``from .engine import fit`` -> ``.engine.fit``)."""
     names: dict[str, str] = {}
-    for node in ast.walk(tree):
+    for node in statements(tree.body):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.asname:
@@ -79,6 +79,17 @@ def import_names(tree: ast.Module) -> dict[str, str]:
                 if alias.name != "*":
                     names[alias.asname or alias.name] = f"{base}{joiner}{alias.name}"
     return names
+
+
+def statements(body: list[ast.stmt]):
+    """Every statement of a block and of the blocks nested in it (not expressions), in the
+    order of the source."""
+    todo = list(reversed(body))
+    while todo:
+        node = todo.pop()
+        yield node
+        for field in ("cases", "finalbody", "handlers", "orelse", "body"):
+            todo.extend(reversed(getattr(node, field, ())))
 
 
 def is_module_base(name: str) -> bool:
@@ -127,7 +138,7 @@ def assigned_names(func: ast.AST) -> set[str]:
 
 def declared_names(func: ast.AST, kinds=(ast.Global,)) -> set[str]:
     """The names a function declares ``global`` (or ``nonlocal`` too, with ``kinds``)."""
-    return {n for node in ast.walk(func) if isinstance(node, kinds) for n in node.names}
+    return {n for node in statements(func.body) if isinstance(node, kinds) for n in node.names}
 
 
 def parameters(func: ast.AST) -> list[ast.arg]:
