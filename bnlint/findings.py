@@ -16,7 +16,8 @@ class Finding:
     ``module`` is the qualified name of the module a fix touches (if any), ``related`` the other
     modules or functions involved, in dataflow order. ``fix`` is ``None`` when bnlint cannot fix
     it, ``"safe"`` when the fixed model computes the same function, ``"unsafe"`` when the fix
-    changes the function and the model needs retraining.
+    changes the function and the model needs retraining. In a notebook, ``cell`` is the
+    cell's number (from 1, every cell counted) and ``line`` the line in that cell.
     """
 
     code: str
@@ -29,6 +30,7 @@ class Finding:
     line: int | None = None
     col: int | None = None
     fix: str | None = None
+    cell: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -39,6 +41,7 @@ class Finding:
             "module": self.module,
             "related": list(self.related),
             "path": self.path,
+            "cell": self.cell,
             "line": self.line,
             "col": self.col,
             "fix": None if self.fix is None else {"safety": self.fix},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TextIO
 
-from bnlint import __version__
+from bnlint import __version__, notebook
 from bnlint.findings import SAFE, Report
 from bnlint.rules import RULES
 
@@ -26,7 +26,13 @@ def render(report: Report, fmt: str, out: TextIO, *, verbose: bool = False,
 def _where(f) -> str:
     if f.path is None:
         return f"<{f.model}>" if f.model else "<model>"
-    return f"{f.path}:{f.line}:{f.col}"
+    cell = f"cell {f.cell}:" if f.cell is not None else ""
+    return f"{f.path}:{cell}{f.line}:{f.col}"
+
+
+def _file_line(f) -> int | None:
+    """The line of the file itself a finding is on (in a notebook: of its JSON)."""
+    return f.line if f.cell is None else notebook.file_line(f.path, f.cell, f.line)
 
 
 def render_text(report: Report, out: TextIO, *, verbose: bool = False,
@@ -116,9 +122,14 @@ def sarif(report: Report) -> dict:
         }
         location: dict = {}
         if f.path:
+            region = {"startLine": f.line, "startColumn": f.col}
+            if f.cell is not None:  # a notebook: the line of its JSON, and the cell's own
+                line = _file_line(f)
+                region = {"startLine": line} if line else None
+                location["properties"] = {"cell": f.cell, "cellLine": f.line, "cellColumn": f.col}
             location["physicalLocation"] = {
                 "artifactLocation": {"uri": f.path.replace("\\", "/"), "uriBaseId": "%SRCROOT%"},
-                "region": {"startLine": f.line, "startColumn": f.col},
+                **({"region": region} if region else {}),
             }
         if f.model or f.module:
             location["logicalLocations"] = [{
@@ -160,9 +171,15 @@ def render_github(report: Report, out: TextIO, *, verbose: bool = False) -> None
     for f in report.findings:
         level = "warning" if f.severity == "warning" else "error"
         props = [f"title={_escape_property(f.code)}"]
-        if f.path:
+        text = f"{f.code} {f.message}"
+        if f.path and f.cell is not None:  # a notebook: the line of its JSON
+            line = _file_line(f)
+            props = [f"file={_escape_property(f.path)}", *([f"line={line}"] if line else []),
+                     *props]
+            text = f"{f.code} (cell {f.cell}, line {f.line}) {f.message}"
+        elif f.path:
             props = [f"file={_escape_property(f.path)}", f"line={f.line}", f"col={f.col}", *props]
-        out.write(f"::{level} {','.join(props)}::{_escape_data(f'{f.code} {f.message}')}\n")
+        out.write(f"::{level} {','.join(props)}::{_escape_data(text)}\n")
     for m in report.models:
         if m.status == "error":
             out.write(f"::error title=bnlint::{_escape_data(f'{m.spec}: {m.reason}')}\n")

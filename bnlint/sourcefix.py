@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bnlint import config, source
+from bnlint import config, notebook, source
 from bnlint.config import DEFAULT_EXCLUDE
 from bnlint.edits import (
     Edit,
@@ -270,7 +270,8 @@ class SourceFixer:
             plan.fixes += 1
         for path, edits in by_path.items():
             before = read_source(path)
-            plan.changes[path] = (before, apply_edits(before, edits))
+            edit = notebook.apply_edits if notebook.is_notebook(path) else apply_edits
+            plan.changes[path] = (before, edit(before, edits))
         return plan
 
     def _edits(self, code: str, site: source.Site, fixed: set[tuple[str, str]],

@@ -26,8 +26,9 @@ def problem(use: Use) -> Problem | None:
     train = [f for f in use.facts if f.mode == TRAIN and (f.built or f.trained)]
     if not train or any(f.mode in (UNKNOWN, CALLER) for f in use.facts):
         return None
+    line = use.place.text.line
     last = max(train, key=lambda f: f.line)
-    why = last.describe()
+    why = last.describe(line)
     if any(f.mode == EVAL for f in use.facts):
         why += "; the `.eval()` before this does not run on every path"
     if use.export:
@@ -42,7 +43,7 @@ def problem(use: Use) -> Problem | None:
     if use.callee:
         where += f" in `{use.callee[0]}()` of {use.callee[1]}"
     if use.helper:
-        where += f" (in `{use.helper[0]}()`, called at line {use.helper[1]})"
+        where += f" (in `{use.helper[0]}()`, called at {line(use.helper[1])})"
     subject = f"`{use.shown}`" if use.shown else "The model"
     advice = (f"Call `{use.variable}.eval()` first." if use.variable
               else "Call `.eval()` on the model first.")

@@ -28,11 +28,12 @@ def problem(use: Use) -> Problem | None:
         return None
     if not (any(f.mode == TRAIN for f in use.facts) or use.optimized):
         return None
+    line = use.place.text.line
     last = max(wrong, key=lambda f: f.line)
     if last.looped:
-        why = f"{last.describe()}, on the previous pass of the loop at line {last.looped}"
+        why = f"{last.describe(line)}, on the previous pass of the loop at {line(last.looped)}"
     else:
-        why = f"{last.describe()}, for the inference at line {last.inferred}"
+        why = f"{last.describe(line)}, for the inference at {line(last.inferred)}"
     subject = f"`{use.shown}`" if use.shown else "The model"
     advice = (f"Call `{use.variable}.train()`" if use.variable
               else "Call `.train()` on the model")

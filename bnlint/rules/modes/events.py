@@ -10,17 +10,21 @@ only when the fixed script, read again, no longer has the problem and has no new
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from dataclasses import dataclass
 
 INFERENCE, TRAINING_STEP, FORWARD = "inference", "training_step", "forward"
 
 
 class Text:
-    """The lines and syntax tree of the script being read (compared by identity)."""
+    """The lines and syntax tree of the script being read (compared by identity), and how
+    messages name its lines (``line 5``; in a notebook ``line 2 of cell 3``)."""
 
-    def __init__(self, lines: list[str], tree: ast.Module):
+    def __init__(self, lines: list[str], tree: ast.Module,
+                 line_name: Callable[[int], str] | None = None):
         self.lines = lines
         self.tree = tree
+        self.line = line_name or "line {}".format
         self._previous: dict[int, ast.stmt | None] | None = None
 
     def previous(self, stmt: ast.stmt) -> ast.stmt | None:

@@ -4,6 +4,7 @@ the functions and classes it defines at the top level."""
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,12 +33,14 @@ class ClassInfo:
 
 
 class ParsedFile:
-    """A parsed file; ``path`` is None for text that is not (yet) a file."""
+    """A parsed file; ``path`` is None for text that is not (yet) a file. ``line_name``: how
+    messages name a line of it, when not ``line N``."""
 
-    def __init__(self, tree: ast.Module, text: str, path: Path | None = None):
+    def __init__(self, tree: ast.Module, text: str, path: Path | None = None,
+                 line_name: Callable[[int], str] | None = None):
         self.tree = tree
         self.path = path
-        self.text = Text(split_lines(text), tree)
+        self.text = Text(split_lines(text), tree, line_name)
         self.imports = import_names(tree)
         self.functions: dict[str, ast.FunctionDef] = {}
         self.classes: dict[str, ClassInfo] = {}

@@ -8,7 +8,7 @@ for some of a model's layers, ``("param", ...)`` and ``("arg", name)`` for a par
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 TRAIN, EVAL, UNKNOWN = "train", "eval", "unknown"
@@ -41,12 +41,12 @@ class Fact:
     def key(self) -> tuple:
         return (self.mode, self.line, self.what, self.file)
 
-    def describe(self) -> str:
-        text = f"set by {self.what} at line {self.line}"
-        if self.file:
-            text += f" of {self.file}"
+    def describe(self, line: Callable[[int], str] = "line {}".format) -> str:
+        """Where the mode was set; ``line`` names a line of the script read."""
+        text = f"set by {self.what} at "
+        text += f"line {self.line} of {self.file}" if self.file else line(self.line)
         if self.via:
-            text += f", in `{self.via[0]}()` called at line {self.via[1]}"
+            text += f", in `{self.via[0]}()` called at {line(self.via[1])}"
         if self.built:
             text += "; a new module starts in training mode"
         return text

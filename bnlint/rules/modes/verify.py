@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import ast
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from bnlint import config
+from bnlint import config, notebook
 from bnlint.edits import Edit, apply_edits, split_lines
 from bnlint.findings import UNSAFE, Finding
 from bnlint.rules import RULES, SCRIPT
@@ -40,7 +40,7 @@ def problems(path: Path | None, text: str, summaries: Summaries,
         tree = tree or ast.parse(text)
     except SyntaxError:
         return []
-    file = ParsedFile(tree, text, path)
+    file = ParsedFile(tree, text, path, _cell_lines(path, text))
     try:
         uses = Interpreter(file, summaries.project, summaries).run()
     except TooComplex:
@@ -57,6 +57,24 @@ def problems(path: Path | None, text: str, summaries: Summaries,
                     found.setdefault((problem.code, problem.line, problem.col), problem)
                     break
     return sorted(found.values(), key=lambda p: (p.line, p.col, p.code))
+
+
+def _cell_lines(path: Path | None, text: str) -> Callable[[int], str] | None:
+    """How messages name a line of a notebook's script: by its cell."""
+    if path is None or not notebook.is_notebook(path):
+        return None
+    try:
+        script = notebook.read(path)
+    except (OSError, ValueError):
+        return None
+    if script.text != text:
+        return None  # a fixed version, whose messages nobody reads
+
+    def name(line: int) -> str:
+        cell, number = script.locate(line)
+        return f"line {number} of cell {cell.number}"
+
+    return name
 
 
 def _edit(lines: list[str], change: LineEdit, path: str, code: str) -> Edit:
