@@ -19,7 +19,8 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
-from bnlint.edits import Edit, apply_edits as apply_text_edits, read_source, split_lines
+from bnlint.edits import Edit, read_source, split_lines
+from bnlint.edits import apply_edits as apply_text_edits
 
 SUFFIX = ".ipynb"
 # cell magics whose body is Python run in the notebook's namespace

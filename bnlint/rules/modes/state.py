@@ -76,6 +76,16 @@ def merge_facts(facts: Iterable[Fact]) -> frozenset:
         for group in groups.values())
 
 
+def argument_path(label) -> tuple[str, ...] | None:
+    """``("model",)`` for a summarised function's parameter ``model``, ``("self", "net")``
+    for an attribute of one; None for any other object."""
+    attrs = []
+    while label[0] == "field":
+        attrs.append(label[2])
+        label = label[1]
+    return (label[1], *reversed(attrs)) if label[0] == "arg" else None
+
+
 def modes(facts: Iterable[Fact]) -> set[str]:
     return {f.mode for f in facts}
 

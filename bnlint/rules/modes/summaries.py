@@ -15,19 +15,13 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-from bnlint.rules.modes.interpreter import (
-    BUDGET,
-    Frame,
-    Interpreter,
-    TooComplex,
-    argument_path,
-)
+from bnlint.rules.modes.frames import BUDGET, Frame, TooComplex
+from bnlint.rules.modes.interpreter import Interpreter
 from bnlint.rules.modes.parsed import ClassInfo
 from bnlint.rules.modes.project import Function, Project, search_path
-from bnlint.rules.modes.state import AS_CALLED, State
+from bnlint.rules.modes.state import AS_CALLED, State, argument_path
 from bnlint.rules.modes.vocabulary import parameters
 from bnlint.source import display_path
-
 
 # summaries being worked out at once (a helper calling a helper of another file...)
 MAX_FILE_DEPTH = 8

@@ -18,7 +18,8 @@ from bnlint.edits import Edit, apply_edits, split_lines
 from bnlint.findings import UNSAFE, Finding
 from bnlint.rules import RULES, SCRIPT
 from bnlint.rules.modes.events import LineEdit, Problem
-from bnlint.rules.modes.interpreter import Interpreter, TooComplex
+from bnlint.rules.modes.frames import TooComplex
+from bnlint.rules.modes.interpreter import Interpreter
 from bnlint.rules.modes.parsed import ParsedFile
 from bnlint.rules.modes.summaries import Summaries, for_script
 from bnlint.source import display_path
