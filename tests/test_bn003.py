@@ -116,6 +116,11 @@ def test_silent_on_scripts_that_run_inference_in_eval_mode(name):
     "from torch.nn.parallel import DistributedDataParallel as DDP\n"
     "m = DDP(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)))\nm.module.eval()\n"
     "with torch.no_grad():\n    m(torch.randn(2, 4))\n",
+    # a module of the file that holds no BatchNorm (a lock is no layer)
+    "import threading\nclass Head(nn.Module):\n    def __init__(self):\n"
+    "        super().__init__()\n        self.lock = threading.Lock()\n"
+    "        self.fc = nn.Linear(4, 2)\n    def forward(self, x):\n        return self.fc(x)\n"
+    "torch.jit.script(Head()).save('head.pt')\n",
     # a class imported from elsewhere is a model only once it is used as one
     "from tokenizers import Tokenizer\ntok = Tokenizer('vocab.json')\n"
     "with torch.no_grad():\n    tok('some text')\n",

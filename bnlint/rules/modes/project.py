@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +21,11 @@ from bnlint.rules.modes.parsed import ClassInfo, ParsedFile
 from bnlint.rules.modes.vocabulary import builds_model, dotted, is_module_base
 
 ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
-# bases from the standard library: they add no layers
-NEUTRAL_BASES = ("abc.", "typing.", "enum.", "collections.", "dataclasses.")
+
+
+def _standard(name: str) -> bool:
+    """A name from Python's standard library, which builds no layers."""
+    return name.split(".")[0] in sys.stdlib_module_names
 
 
 def project_root(folder: Path) -> Path:
@@ -219,7 +223,7 @@ class Project:
             for base in owner.bases:
                 if base.startswith("torchvision.models."):
                     answers.append(True)
-                elif "." in base and not base.startswith(NEUTRAL_BASES) and \
+                elif "." in base and not _standard(base) and \
                         not is_module_base(base) and \
                         not isinstance(self.local_or_project(base, owner.file), ClassInfo):
                     answers.append(None)  # a class of a library, which may hold BatchNorm
@@ -244,7 +248,7 @@ class Project:
                 if isinstance(target, (ClassInfo, Function)):
                     answers.append(self.holds_batchnorm(target))
                 elif builds_model(name, node, file.qualname) is not None and not (
-                        name.startswith("torch.nn.")):
+                        name.startswith("torch.nn.") or _standard(name)):
                     answers.append(True if builds_model(name, node, file.qualname) else None)
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
                     isinstance(owner, ast.ClassDef):

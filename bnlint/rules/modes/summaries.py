@@ -25,6 +25,8 @@ from bnlint.source import display_path
 
 # summaries being worked out at once (a helper calling a helper of another file...)
 MAX_FILE_DEPTH = 8
+# statements interpreted to summarise one function, before calling it unknown
+SUMMARY_BUDGET = BUDGET // 10
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,7 +116,7 @@ def summarise(interpreter: Interpreter, function: Function) -> Summary:
             st.cls[first] = cls
     interpreter.stack = [Frame("<module>")]
     interpreter.sink = {}
-    interpreter.budget = BUDGET
+    interpreter.budget = SUMMARY_BUDGET
     returned = interpreter.run_function(func, 0, bound, {}, st, call=None)
     uses, interpreter.sink = interpreter.sink, interpreter.uses
 
