@@ -33,7 +33,7 @@ def check_scripts(files: Iterable[Path], codes: set[str], on_script=None) -> lis
             script = notebook.read(path) if notebook.is_notebook(path) else None
             text = script.text if script else read_source(path)
             tree = ast.parse(text, filename=str(path))
-        except (OSError, UnicodeDecodeError, SyntaxError, notebook.NotANotebook):
+        except (OSError, UnicodeDecodeError, SyntaxError, RecursionError, notebook.NotANotebook):
             continue  # the loader reports unreadable files
         if on_script is not None:
             on_script(path, text, tree)

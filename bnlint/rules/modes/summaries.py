@@ -78,7 +78,7 @@ class Summaries:
             self.busy.add(id(interpreter))
             try:
                 self.done[key] = summarise(interpreter, function)
-            except TooComplex:
+            except (TooComplex, RecursionError):
                 pass
             finally:
                 self.busy.discard(id(interpreter))

@@ -44,7 +44,7 @@ def problems(path: Path | None, text: str, summaries: Summaries,
     file = ParsedFile(tree, text, path, _cell_lines(path, text))
     try:
         uses = Interpreter(file, summaries.project, summaries).run()
-    except TooComplex:
+    except (TooComplex, RecursionError):  # nested deeper than Python can follow
         return []
     rules = mode_rules()
     found: dict[tuple, Problem] = {}
