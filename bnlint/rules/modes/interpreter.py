@@ -515,13 +515,12 @@ class Interpreter(Calls):
         self.stack = [Frame("<module>")]
         self.frame.regions.append(self.file.calls_backward(tree))
         self.block(tree.body, State())
-        called = self.file.called
         entries = [(f, None) for f in self.file.functions.values()]
         entries += [(m, c) for c in self.file.classes.values() for m in c.methods.values()]
         entries.sort(key=lambda e: e[0].lineno)
         for uncalled_only in (True, False):
             for func, cls in entries:
-                if id(func) in self.inlined or (uncalled_only and func.name in called):
+                if id(func) in self.inlined or (uncalled_only and func.name in self.file.called):
                     continue
                 self.standalone(func, cls)
         return self.uses

@@ -12,7 +12,7 @@ from bnlint.edits import span_of, split_lines
 from bnlint.rules.modes.events import Text
 from bnlint.rules.modes.vocabulary import (
     assigned_names,
-    calls_backward,
+    backward_blocks,
     declared_names,
     dotted,
     import_names,
@@ -50,7 +50,7 @@ class ParsedFile:
             elif isinstance(stmt, ast.ClassDef):
                 self.classes[stmt.name] = self._class_info(stmt)
         self._sources: dict[int, str] = {}
-        self._backward: dict[int, bool] = {}
+        self._backward: set[int] | None = None
         self._trains = "backward" in text  # no backward pass anywhere: nothing to look for
         self._scopes: dict[int, tuple[set, set, set]] = {}
         self._called: set[str] | None = None
@@ -96,13 +96,11 @@ class ParsedFile:
         (line, col), _ = span_of(node, self.lines)
         return line, col + 1
 
-    def calls_backward(self, owner: ast.AST) -> bool:
+    def calls_backward(self, block: ast.AST) -> bool:
         """Whether a block (a function, a loop, the module) itself runs a backward pass."""
-        if not self._trains:
-            return False
-        if id(owner) not in self._backward:
-            self._backward[id(owner)] = calls_backward(owner.body)
-        return self._backward[id(owner)]
+        if self._backward is None:
+            self._backward = backward_blocks(self.tree) if self._trains else set()
+        return id(block) in self._backward
 
     def scope(self, func: ast.AST) -> tuple[set[str], set[str], set[str]]:
         """A function's local names, parameters and names declared ``global``."""

@@ -116,11 +116,16 @@ _checked: OrderedDict = OrderedDict()
 
 def checked(path: Path | None, text: str, tree: ast.Module | None = None,
             ) -> tuple[tuple[Problem, tuple[LineEdit, ...] | None], ...]:
-    """Each problem with a fix verified on the fixed source, or None."""
+    """Each problem with a fix verified on the fixed source, or None. The rules reading the
+    same parse of a file share one analysis; a later parse gets it again only while no file
+    of the project changed."""
     key = (str(path), text)
-    if key in _checked and _checked[key][0].project.unchanged():
+    entry = _checked.get(key)
+    if entry is not None and (tree is not None and entry[0] is tree
+                              or entry[1].project.unchanged()):
         _checked.move_to_end(key)
-        return _checked[key][1]
+        _checked[key] = (tree or entry[0], *entry[1:])
+        return entry[2]
     summaries = for_script(path)
     found = problems(path, text, summaries, tree)
     chosen: dict[Problem, tuple[LineEdit, ...]] = {}
@@ -132,7 +137,7 @@ def checked(path: Path | None, text: str, tree: ast.Module | None = None,
                     chosen.setdefault(other, fix)
                 break
     result = tuple((p, chosen.get(p)) for p in found)
-    _checked[key] = (summaries, result)
+    _checked[key] = (tree, summaries, result)
     if len(_checked) > CACHED:
         _checked.popitem(last=False)
     return result

@@ -102,18 +102,25 @@ def _is_backward(node: ast.AST) -> bool:
             and node.func.attr == "backward")
 
 
-def calls_backward(body: list[ast.stmt]) -> bool:
-    """Whether a block itself (not a loop or function nested in it) runs a backward pass."""
-    todo = list(body)
+BLOCKS = (ast.For, ast.AsyncFor, ast.While, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def backward_blocks(tree: ast.Module) -> set[int]:
+    """The ids of the blocks (the module, a loop, a function) whose own body, not a loop or
+    function nested in it, runs a backward pass."""
+    found: set[int] = set()
+    todo: list[tuple[ast.AST, ast.AST]] = [(stmt, tree) for stmt in tree.body]
     while todo:
-        node = todo.pop()
-        if isinstance(node, (ast.For, ast.AsyncFor, ast.While, ast.FunctionDef,
-                             ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+        node, block = todo.pop()
+        if isinstance(node, BLOCKS):
+            todo.extend((stmt, node) for stmt in node.body)
             continue
-        if _is_backward(node):
-            return True
-        todo.extend(ast.iter_child_nodes(node))
-    return False
+        if isinstance(node, (ast.ClassDef, ast.Lambda)):
+            block = node  # not a block: a backward pass here makes none a training step
+        elif _is_backward(node):
+            found.add(id(block))
+        todo.extend((child, block) for child in ast.iter_child_nodes(node))
+    return found
 
 
 def assigned_names(func: ast.AST) -> set[str]:
