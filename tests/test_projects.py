@@ -228,3 +228,20 @@ def test_each_file_is_read_once_per_run_and_again_when_it_changes(tmp_path):
 
     (tmp_path / "helper.py").write_text(helper.format(body="    model.eval()\n"))
     assert findings(tmp_path) == []
+
+
+def test_the_same_script_in_two_projects_is_checked_in_each(tmp_path):
+    """Same text, same file name, another project (and another working directory): its own
+    helper decides, and other files are named from where bnlint runs."""
+    job = "import torch\nfrom net import Net\nfrom helper import predict\n\n" \
+          "predict(Net(), torch.randn(2, 4))\n"
+    helper = "import torch\n\n\n@torch.no_grad()\ndef predict(model, x):\n{body}" \
+             "    return model(x)\n"
+    for name, body in (("a", ""), ("b", "    model.eval()\n")):
+        write(tmp_path / name, {"pyproject.toml": "", "net.py": MODEL, "job.py": job,
+                                "helper.py": helper.format(body=body)})
+    [finding] = findings(tmp_path / "a", "job.py")
+    assert "in `predict()` of helper.py" in finding["message"]
+    assert findings(tmp_path / "b", "job.py") == []
+    [finding] = findings(tmp_path, "a/job.py")
+    assert f"in `predict()` of {Path('a', 'helper.py')}" in finding["message"]

@@ -14,6 +14,7 @@ from bnlint.rules.modes import verify
 from bnlint.rules.modes.events import INFERENCE, LineEdit, Problem, Use
 from bnlint.rules.modes.state import CALLER, EVAL, TRAIN, UNKNOWN
 from bnlint.rules.modes.vocabulary import SCRIPTING
+from bnlint.source import display_path
 
 CODE = "BN003"
 EVENT = INFERENCE
@@ -41,7 +42,7 @@ def problem(use: Use) -> Problem | None:
         where = f"runs inference inside {use.grad}"
         effect = "BatchNorm would use batch statistics and overwrite its running averages"
     if use.callee:
-        where += f" in `{use.callee[0]}()` of {use.callee[1]}"
+        where += f" in `{use.callee[0]}()` of {display_path(use.callee[1])}"
     if use.helper:
         where += f" (in `{use.helper[0]}()`, called at {line(use.helper[1])})"
     subject = f"`{use.shown}`" if use.shown else "The model"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import replace
+from pathlib import Path
 
 from bnlint.rules.modes.events import FORWARD, INFERENCE, TRAINING_STEP, Place, Use
 from bnlint.rules.modes.frames import MAX_CALL_DEPTH, Frame
@@ -301,7 +302,7 @@ class Calls:
     def emit(self, kind: str, node: ast.Call, models: list, target: ast.AST | None, st: State,
              *, extra: frozenset = frozenset(), variable: str | None = None,
              export: str | None = None, exporter: str | None = None,
-             grad: str | None = None, callee: tuple[str, str] | None = None) -> None:
+             grad: str | None = None, callee: tuple[str, Path] | None = None) -> None:
         """Report a pass of ``models`` at ``node``: ``extra`` holds modes a summarised
         function may have set on some path before the pass."""
         facts = st.facts_of(models) | extra

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 INFERENCE, TRAINING_STEP, FORWARD = "inference", "training_step", "forward"
 
@@ -128,7 +129,7 @@ class Use:
     export: str | None = None
     exporter: str | None = None
     helper: tuple[str, int] | None = None
-    callee: tuple[str, str] | None = None
+    callee: tuple[str, Path] | None = None
     optimized: bool = False
 
 

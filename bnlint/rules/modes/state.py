@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
+
+from bnlint.source import display_path
 
 TRAIN, EVAL, UNKNOWN = "train", "eval", "unknown"
 # the mode a function's argument had when it was called: what a function summary is about
@@ -35,7 +38,7 @@ class Fact:
     inferred: int | None = None
     trained: int | None = None
     built: bool = False
-    file: str | None = None
+    file: Path | None = None
 
     @property
     def key(self) -> tuple:
@@ -44,7 +47,7 @@ class Fact:
     def describe(self, line: Callable[[int], str] = "line {}".format) -> str:
         """Where the mode was set; ``line`` names a line of the script read."""
         text = f"set by {self.what} at "
-        text += f"line {self.line} of {self.file}" if self.file else line(self.line)
+        text += f"line {self.line} of {display_path(self.file)}" if self.file else line(self.line)
         if self.via:
             text += f", in `{self.via[0]}()` called at {line(self.via[1])}"
         if self.built:

@@ -21,7 +21,6 @@ from bnlint.rules.modes.parsed import ClassInfo
 from bnlint.rules.modes.project import Function, Project, search_path
 from bnlint.rules.modes.state import AS_CALLED, State, argument_path
 from bnlint.rules.modes.vocabulary import parameters
-from bnlint.source import display_path
 
 # summaries being worked out at once (a helper calling a helper of another file...)
 MAX_FILE_DEPTH = 8
@@ -42,7 +41,7 @@ class NewObject:
 @dataclass(frozen=True, eq=False)
 class Summary:
     name: str
-    file: str  # as shown to the user
+    file: Path  # absolute
     params: tuple[str, ...]  # filled by positional arguments, in order (``self`` first)
     names: frozenset  # parameters a keyword argument may name
     effects: tuple  # (Use, paths of the arguments it is about)
@@ -142,7 +141,7 @@ def summarise(interpreter: Interpreter, function: Function) -> Summary:
     paths = {label: argument_path(label) for label in st.modes}
     return Summary(
         name=func.name,
-        file=display_path(function.file.path),
+        file=function.file.path.resolve(),
         params=tuple(a.arg for a in params),
         names=frozenset(names),
         effects=tuple(effects),

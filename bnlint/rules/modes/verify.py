@@ -9,6 +9,7 @@ solves later problems serves them too, so one inserted line fixes them all.
 from __future__ import annotations
 
 import ast
+import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -118,8 +119,8 @@ def checked(path: Path | None, text: str, tree: ast.Module | None = None,
             ) -> tuple[tuple[Problem, tuple[LineEdit, ...] | None], ...]:
     """Each problem with a fix verified on the fixed source, or None. The rules reading the
     same parse of a file share one analysis; a later parse gets it again only while no file
-    of the project changed."""
-    key = (str(path), text)
+    of the project changed. (Messages name other files relative to the working directory.)"""
+    key = (path and os.path.realpath(path), os.getcwd(), text)
     entry = _checked.get(key)
     if entry is not None and (tree is not None and entry[0] is tree
                               or entry[1].project.unchanged()):
