@@ -7,7 +7,8 @@ The script is parsed, never imported or run. The parts, each readable alone:
   its join;
 * ``parsed``, ``project``: one file's names, and the files of the script's own project that
   its imports name, with what their classes are (modules? holding BatchNorm?);
-* ``interpreter``: walks the script and emits ``events.Use``s (inference, training steps);
+* ``interpreter`` (with ``calls`` and ``frames``): walks the script and emits
+  ``events.Use``s (inference, training steps);
 * ``summaries``: what a function of another file does to the modules it is given;
 * ``verify``: the rules' problems, and fixes kept only when the fixed script checks clean.
 
