@@ -192,9 +192,18 @@ class Calls:
         st.cls[label] = cls
         init = self.project.method(cls, "__init__")
         positional, keywords = evaluated or self.args(node, st)
-        if init is not None:
+        if init is not None and not (init.file is not self.file
+                                     and self.builds_alone(cls, [*positional, *keywords.values()])):
             self.invoke(init, positional, keywords, frozenset({label}), node, st)
         return frozenset({label})
+
+    def builds_alone(self, cls: ClassInfo, arguments: list[frozenset]) -> bool:
+        """Whether building a module can do nothing but make it: it is given no object the
+        analysis follows, and no ``__init__`` of its classes switches a mode. (Then what its
+        ``__init__`` does need not be worked out.)"""
+        return self.project.is_module(cls) and not any(arguments) and not any(
+            switches_mode(owner.methods["__init__"]) for owner in self.project.lineage(cls)
+            if "__init__" in owner.methods)
 
     def external(self, node: ast.Call, name: str | None, st: State,
                  imported: bool) -> frozenset:

@@ -188,17 +188,21 @@ class Project:
                 found.append(target)
         return found
 
-    def method(self, cls: ClassInfo, name: str) -> Function | None:
-        """A method by name, looked up through the bases of the project."""
-        todo, seen = [cls], set()
+    def lineage(self, cls: ClassInfo) -> list[ClassInfo]:
+        """The class and its bases in the project, nearest first."""
+        found, todo = [], [cls]
         while todo:
             current = todo.pop(0)
-            if id(current) in seen:
-                continue
-            seen.add(id(current))
-            if name in current.methods:
-                return Function(current.file, current.methods[name], current)
-            todo.extend(self.bases(current))
+            if all(current is not seen for seen in found):
+                found.append(current)
+                todo.extend(self.bases(current))
+        return found
+
+    def method(self, cls: ClassInfo, name: str) -> Function | None:
+        """A method by name, looked up through the bases of the project."""
+        for owner in self.lineage(cls):
+            if name in owner.methods:
+                return Function(owner.file, owner.methods[name], owner)
         return None
 
     def is_module(self, cls: ClassInfo) -> bool:
