@@ -311,3 +311,16 @@ def test_command_line_diff_then_unsafe_fix(tmp_path, monkeypatch):
     assert "    tagger.eval()\n    with torch.no_grad():" in script_path.read_text()
     again = CliRunner().invoke(main, ["validate.py"])
     assert again.exit_code == 0 and "BN00" not in again.output
+
+
+def test_a_model_without_a_variable_is_named_by_its_expression(lint_code):
+    """Nothing to call `.eval()` on by name: the message names the expression and says what to
+    do, and no fix is offered."""
+    [finding] = script(lint_code, "class Net(nn.Module):\n    def __init__(self):\n"
+                       "        super().__init__()\n        self.bn = nn.BatchNorm1d(4)\n"
+                       "    def forward(self, x):\n        return self.bn(x)\n"
+                       "traced = torch.jit.trace(Net(), torch.randn(2, 4))\n")
+    assert finding.message.startswith("`Net()` is passed to `torch.jit.trace` but may be in "
+                                      "training mode")
+    assert finding.message.endswith("Call `.eval()` on the model first.")
+    assert "the module" not in finding.message and finding.fix is None
