@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import math
 import statistics
-import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnlint import inputs
 from bnlint.render_bench import DEFAULTS
 
 CLASSIFICATION, REGRESSION = "classification", "regression"
@@ -39,9 +39,6 @@ MAX_CLASSES = 10           # synthetic labels use at most this many of the model
 MIN_STEPS = 20             # a time budget never cuts a run shorter than this
 SWEEP_SHARE = 0.5          # each run of the learning-rate sweep is this fraction of a full run
 LR_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
-IMAGE_SIZES = (32, 28, 64, 96, 128, 224, 16, 8)
-SEQUENCE_LENGTHS = (128, 64, 256, 32, 1000, 16)
-VOLUME_SIZES = (16, 32, 8)
 
 # (what is training now, steps done, steps in all): for a progress bar
 Progress = Callable[[str, int, int], None]
@@ -195,41 +192,6 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 # --- the input shape ---------------------------------------------------------------------------
 
-def declared_shape(model: nn.Module) -> tuple[int, ...] | None:
-    """``INPUT_SHAPE`` on the model's class, or at the top of the file that defines it."""
-    shape = getattr(type(model), "INPUT_SHAPE", None)
-    if shape is None:
-        shape = getattr(sys.modules.get(type(model).__module__), "INPUT_SHAPE", None)
-    if shape is None:
-        return None
-    try:
-        shape = tuple(int(d) for d in shape)
-    except (TypeError, ValueError):
-        raise BenchError(f"INPUT_SHAPE must be a tuple of ints, not {shape!r}") from None
-    return shape
-
-
-def candidate_shapes(model: nn.Module) -> Iterator[tuple[int, ...]]:
-    """Input shapes worth trying, from the model's first conv or linear layer, then images."""
-    first = next((m for m in model.modules()
-                  if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))), None)
-    if isinstance(first, nn.Linear):
-        yield (first.in_features,)
-    elif isinstance(first, nn.modules.conv._ConvNd):
-        channels = first.out_channels if first.transposed else first.in_channels
-        spatial = len(first.kernel_size)
-        sizes = {1: SEQUENCE_LENGTHS, 2: IMAGE_SIZES, 3: VOLUME_SIZES}[spatial]
-        for size in sizes:
-            yield (channels, *(size,) * spatial)
-    for channels in (3, 1):
-        for size in IMAGE_SIZES:
-            yield (channels, size, size)
-
-
-class _Rejected(BenchError):
-    """The model raised on an input: a probe to try with another shape."""
-
-
 def _forward_copy(model: nn.Module, inputs: torch.Tensor, device, failure: str) -> torch.Tensor:
     """The output of a deep copy of ``model`` in eval mode: the user's model, its running
     statistics and its mode are left alone. ``failure`` begins the message if it raises."""
@@ -238,35 +200,34 @@ def _forward_copy(model: nn.Module, inputs: torch.Tensor, device, failure: str) 
         with torch.no_grad():
             out = probe(inputs.to(device))
     except Exception as exc:  # noqa: BLE001 - the user's forward may raise anything
-        raise _Rejected(f"{failure}: {type(exc).__name__}: {exc}", traceback.format_exc()) from None
+        raise BenchError(f"{failure}: {type(exc).__name__}: {exc}",
+                         traceback.format_exc()) from None
     if not isinstance(out, torch.Tensor):
         raise BenchError(f"the model returns {type(out).__name__}; the benchmark needs a model "
                          "that returns one tensor")
     return out
 
 
-def find_input_shape(model: nn.Module, input_shape,
-                     device) -> tuple[tuple[int, ...], str, torch.Tensor]:
-    """(input shape, how it was found, the output for a batch of two)."""
-    if input_shape is not None:
-        shape, origin = tuple(input_shape), "from --input-shape"
-    else:
-        shape, origin = declared_shape(model), "from INPUT_SHAPE"
-    if shape is not None:
-        dims = ", ".join(map(str, shape))
-        failure = f"the model does not accept inputs of shape (N, {dims}) ({origin})"
-        return shape, origin, _forward_copy(model, torch.randn(2, *shape), device, failure)
-    tried = 0
-    for shape in dict.fromkeys(candidate_shapes(model)):
-        tried += 1
-        try:
-            out = _forward_copy(model, torch.randn(2, *shape), device, "probe")
-            return shape, "found by probing", out
-        except _Rejected:
-            continue
-    raise BenchError(f"found no input shape the model accepts (tried {tried} common shapes); "
-                     "give one with --input-shape, e.g. --input-shape 3,32,32, or bring data "
-                     "with --data module:function")
+def find_input_shape(model: nn.Module, input_shape, device,
+                     example=None) -> tuple[tuple[int, ...], str, torch.Tensor]:
+    """(input shape, how it was found, the output for a batch of two), by the order of
+    ``bnlint.inputs.resolve``."""
+    try:
+        found = inputs.resolve(model, example, input_shape=input_shape)
+    except inputs.ExampleError as exc:
+        raise BenchError(str(exc), exc.detail) from None
+    if found is None:
+        tried = len(dict.fromkeys(inputs.candidate_shapes(model)))
+        raise BenchError(f"found no input shape the model accepts (tried {tried} common shapes); "
+                         "give one with --input-shape, e.g. --input-shape 3,32,32, or bring data "
+                         "with --data module:function")
+    shape = found.shape()
+    if shape is None:
+        raise BenchError(f"the synthetic task feeds the model one tensor, and its input is "
+                         f"{found.describe()}; bring data with --data module:function")
+    dims = ", ".join(map(str, shape))
+    failure = f"the model does not accept inputs of shape (N, {dims}) ({found.origin})"
+    return shape, found.origin, _forward_copy(model, found.args[0], device, failure)
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -371,8 +332,8 @@ def user_task(source, model: nn.Module, device, label: str) -> Task:
                 classes=out.shape[1] if classify else None)
 
 
-def synthetic_task(model: nn.Module, input_shape, device) -> Task:
-    shape, origin, out = find_input_shape(model, input_shape, device)
+def synthetic_task(model: nn.Module, input_shape, device, example=None) -> Task:
+    shape, origin, out = find_input_shape(model, input_shape, device, example)
     if out.dim() == 2 and out.shape[1] > 1:
         return Task(CLASSIFICATION, shape, tuple(out.shape[1:]), origin, SYNTHETIC,
                     classes=min(out.shape[1], MAX_CLASSES))
@@ -603,14 +564,16 @@ def benchmark(original: nn.Module, fixed: nn.Module, *, steps: int = DEFAULTS["s
               seeds: int = DEFAULTS["seeds"], lr: float = DEFAULTS["lr"], momentum: float = 0.9,
               batch_size: int = 32, lr_sweep: bool = False,
               time_budget: float | None = DEFAULTS["time_budget"],
-              input_shape: tuple[int, ...] | None = None, data=None,
+              input_shape: tuple[int, ...] | None = None, example=None, data=None,
               data_label: str = "the given data",
               device: str | None = None, progress: Progress | None = None) -> BenchReport:
     """Train ``original`` and ``fixed`` side by side and say whether the fix helped.
 
     ``data`` is ``None`` for a synthetic task fitted to the model, or the user's data: a
     DataLoader, any iterable of ``(inputs, targets)`` batches, a tuple of two tensors, or a
-    function returning one of those (``data_label`` names it in the report).
+    function returning one of those (``data_label`` names it in the report). The synthetic
+    task's input is ``example`` (anything ``bnlint.check`` takes), else the one
+    ``bnlint.inputs.resolve`` finds (``input_shape`` is ``--input-shape``).
     ``time_budget`` (seconds; ``None`` or 0 for no limit) cuts the steps of every run alike
     when the whole benchmark would take longer.
     ``progress(label, done, total)`` is called after every training step. Neither model is
@@ -621,7 +584,7 @@ def benchmark(original: nn.Module, fixed: nn.Module, *, steps: int = DEFAULTS["s
                          "(BatchNorm needs it), the learning rate positive")
     dev = resolve_device(device)
     if data is None:
-        task = synthetic_task(original, input_shape, dev)
+        task = synthetic_task(original, input_shape, dev, example)
     else:
         if callable(data) and not isinstance(data, Iterable):
             data = data()
@@ -775,13 +738,15 @@ def bench_model(spec: str, model: nn.Module, *, select=None, ignore=None, **opti
 
 def bench_models(models, *, select=None, ignore=None, data: str | None = None, progress=None,
                  **options) -> list[BenchEntry]:
-    """``bnlint --bench``: every ``(spec, model)`` fixed and benchmarked. ``data`` is a
+    """``bnlint --bench``: every ``(spec, model, example)`` fixed and benchmarked, ``example``
+    being the input the lint run found for it (or ``None``). ``data`` is a
     ``--data`` spec; ``progress(spec)`` returns a context manager that gives a progress
     callback (or ``None``)."""
     source = load_data(data) if data else None
     entries = []
-    for spec, model in models:
+    for spec, model, example in models:
         with progress(spec) if progress else nullcontext() as update:
             entries.append(bench_model(spec, model, select=select, ignore=ignore, data=source,
-                                       data_label=data, progress=update, **options))
+                                       data_label=data, progress=update, example=example,
+                                       **options))
     return entries

@@ -6,7 +6,10 @@ files, or an internal error; 130 when interrupted.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import shlex
 import sys
 import traceback
 from pathlib import Path
@@ -17,7 +20,7 @@ from bnlint import __version__, render_bench
 from bnlint.render_bench import DEFAULTS as BENCH_DEFAULTS
 from bnlint.config import ConfigError, load_config
 from bnlint.render import FORMATS, render
-from bnlint.rules import RULES, UnknownRuleError, enabled_codes
+from bnlint.rules import GRAPH, RULES, UnknownRuleError, enabled_codes
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -50,19 +53,83 @@ def _explain(ctx: click.Context, _param, value: str | None) -> None:
     ctx.exit(EXIT_CLEAN)
 
 
-def _tell(fixer, plan) -> None:
+def _tell(notes, saved: list[str], hidden: list[str]) -> None:
     """On stderr, so that stdout stays the report or the diff: what the fixes could not do,
-    what was saved, and how many unsafe fixes were left out."""
-    for line in [*map(str, plan.notes if plan else fixer.notes), *fixer.saved]:
+    what was saved, and how many unsafe fixes (``hidden``: their codes) were left out."""
+    for line in [*map(str, notes), *saved]:
         click.echo(line, err=True)
-    hidden = plan.hidden if plan else len(fixer.hidden)
     if hidden:
-        click.echo(f"{hidden} more fix{'es' * (hidden != 1)} with --unsafe-fixes (they change "
-                   "what the model computes, so it needs training again).", err=True)
+        models = sum(RULES[code].scope == GRAPH for code in hidden)
+        what = ("what the model computes, so it needs training again" if models == len(hidden)
+                else "what the script does" if not models else
+                "what the models compute (they need training again) and what the scripts do")
+        count = len(hidden)
+        click.echo(f"{count} more fix{'es' * (count != 1)} with --unsafe-fixes "
+                   f"({'they change' if count != 1 else 'it changes'} {what}).", err=True)
 
 
-BENCH_ONLY = ("lr_sweep", "plot", "input_shape", "data", "steps", "seeds", "lr", "time_budget",
-              "device")
+def _tell_checkpoints(plan) -> None:
+    """After --fix took biases away: old checkpoints need converting to load strictly."""
+    specs = sorted(set().union(*plan.debiased.values())) if plan.debiased else []
+    if not specs:
+        return
+    command = f"bnlint {shlex.quote(specs[0]) if len(specs) == 1 else 'SPEC'} " \
+              "--convert-checkpoint OLD.pt NEW.pt"
+    among = "" if len(specs) == 1 else f" (SPEC: {', '.join(map(shlex.quote, specs))})"
+    click.echo("Checkpoints saved before this fix hold the removed biases and no longer load "
+               f"with strict=True; convert each with `{command}`{among}.", err=True)
+
+
+def _convert_checkpoint(spec: str, old: Path, new: Path) -> None:
+    """--convert-checkpoint: write ``new``, ``old`` made to fit the fixed model ``spec``."""
+    import contextlib
+    import os
+    import tempfile
+    from collections.abc import Mapping
+
+    import torch
+
+    from bnlint.checkpoint import CheckpointError, convert_checkpoint
+
+    def fail(message: str) -> None:
+        click.echo(f"bnlint: error: {message}", err=True)
+        sys.exit(EXIT_ERROR)
+
+    if new.exists():
+        fail(f"{new} already exists; not overwriting it")
+    try:
+        state = torch.load(old, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a missing file, or not one torch.save wrote
+        fail(f"cannot read {old}: {exc}")
+    if not (isinstance(state, Mapping) and all(isinstance(v, torch.Tensor)
+                                               for v in state.values())):
+        fail(f"{old} holds no state_dict (names -> tensors); save `model.state_dict()`")
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # what the user's code prints
+            converted = convert_checkpoint(spec, state)
+    except CheckpointError as exc:
+        fail(f"{old}: {exc}")
+    fd, tmp = tempfile.mkstemp(dir=new.parent if str(new.parent) else ".", suffix=".bnlint")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(converted, handle)
+        os.replace(tmp, new)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    folded = [key for key in state if key not in converted]
+    click.echo(f"{new}: {old} for {spec}, with "
+               + (f"{len(folded)} bias{'es' * (len(folded) != 1)} folded into BatchNorm's "
+                  f"running mean ({', '.join(folded)})" if folded else "nothing to fold"))
+
+
+def _warn(report) -> None:
+    """On stderr, whatever the format: a run that checked nothing must not pass for clean."""
+    for warning in report.warnings:
+        click.echo(f"bnlint: warning: {warning}", err=True)
+
+
+BENCH_ONLY = ("lr_sweep", "plot", "data", "steps", "seeds", "lr", "time_budget", "device")
 
 
 def _input_shape(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
@@ -91,19 +158,39 @@ def _check_bench(ctx: click.Context, bench: bool, fmt: str, fixing: bool, plot) 
                                "pip install 'bnlint[plot]'")
 
 
-def _keep_fixable(models: list):
-    """``on_model`` for --bench: keep each model with a finding that has a fix."""
+def _visitor(fixer, benched: list | None):
+    """``on_model``: the source fixer sees every model; for --bench, keep each model with a
+    finding its graph fixes can fix."""
     def visit(spec, model, findings):
-        if any(f.fix for f in findings):
-            models.append((spec, model))
+        fixer.visit_model(spec, model, findings)
+        if benched is not None and any(f.fix for f in findings):
+            benched.append((spec, model))
     return visit
 
 
-def _bench(models, select, ignore, options) -> list:
-    from bnlint.bench import BenchError, bench_models
+def _load_example(spec: str | None, verbose: bool):
+    """``--example``, evaluated; a spec that fails ends the run with one line."""
+    if spec is None:
+        return None
+    from bnlint.inputs import ExampleError, load_example
 
     try:
-        return bench_models(models, select=select, ignore=ignore,
+        with contextlib.redirect_stdout(sys.stderr):  # the user's code may print
+            return load_example(spec)
+    except ExampleError as exc:
+        click.echo(f"bnlint: error: --example {spec}: {exc}", err=True)
+        if verbose and exc.detail:
+            click.echo(exc.detail, err=True)
+        sys.exit(EXIT_ERROR)
+
+
+def _bench(models, report, select, ignore, options) -> list:
+    from bnlint.bench import BenchError, bench_models
+
+    examples = {m.spec: m.example for m in report.models}
+    try:
+        return bench_models([(spec, model, examples.get(spec)) for spec, model in models],
+                            select=select, ignore=ignore,
                             progress=render_bench.progress_bar, **options)
     except BenchError as exc:  # --data that cannot be loaded: no model can be benchmarked
         click.echo(f"bnlint: error: {exc}", err=True)
@@ -125,6 +212,48 @@ def _show_bench(entries, fmt: str, plot, verbose: bool) -> None:
         click.echo(f"Loss curves written to {plot}", err=True)
 
 
+class _Stdout:
+    """``sys.stdout`` for a run whose reader may stop early (`bnlint --explain BN001 | head -1`):
+    once the pipe is closed, the rest of the output goes to /dev/null, as Python's
+    documentation advises for SIGPIPE, and the run ends with the status a full read would
+    have seen, without a traceback."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._discard()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._discard()
+
+    def _discard(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+class _Command(click.Command):
+    def main(self, *args, **kwargs):
+        stdout = sys.stdout
+        sys.stdout = _Stdout(stdout)
+        try:
+            return super().main(*args, **kwargs)
+        finally:
+            sys.stdout.flush()
+            sys.stdout = stdout
+
+
 EPILOG = """\b
 PATHS are .py files, folders (searched recursively), or specs naming a model:
   bnlint models/                        every model the files define
@@ -135,16 +264,25 @@ A plain file is imported only if its top level just defines things; a script tha
 would start work on import is skipped and named. Configure defaults in
 [tool.bnlint] of pyproject.toml; silence one line with `# bnlint: ignore[BN001]`.
 \b
+Inputs: where a model must be run (to see what tracing cannot, or for --bench), its
+forward's input is the first of: --example; example_input() in the model's file;
+--input-shape; INPUT_SHAPE on the model's class or in its file; where one is a
+must (--bench), a common shape found by trying some on a copy of the model.
+  bnlint 'gnn.py:GIN()' --example 'gnn.py:GraphBatch(torch.randn(10, 6), [4, 6])'
+  bnlint models/ --example 'torch:randn(2, 3, 32, 32)'
+\b
 Fixing: --diff shows the edits, --fix makes the safe ones, --unsafe-fixes adds the ones
 that change what the model computes. --save-fixed DIR writes each fixed model (code and
-weights) to a new folder in DIR.
+weights) to a new folder in DIR. After --fix removed biases, old checkpoints load again with
+  bnlint 'models/vgg.py:VGG("VGG11")' --convert-checkpoint old.pt new.pt
 \b
 Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to show),
-2 usage error or a model that failed to load.
+2 usage error, a model that failed to load, or a file --fix could not write.
 """
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
+@click.command(cls=_Command, context_settings={"help_option_names": ["-h", "--help"]},
+               epilog=EPILOG)
 @click.argument("paths", nargs=-1)
 @click.option("--select", multiple=True, metavar="CODES",
               help="Only these rule codes or prefixes (comma-separated). Default: the default rules.")
@@ -165,6 +303,20 @@ Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to
 @click.option("--save-fixed", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Write each model with fixes, as code and weights, to a new folder in DIR "
                    "(existing files are never replaced).")
+@click.option("--example", metavar="FILE.py:EXPR",
+              help="The input of every model's forward: EXPR, evaluated in FILE.py (or in an "
+                   "importable module, package.module:EXPR), gives the forward's argument, a "
+                   "tuple of arguments, or a tuple and a dict of keyword arguments. Comes "
+                   "first of the inputs below.")
+@click.option("--input-shape", callback=_input_shape, metavar="C,H,W",
+              help="The shape of one input, without the batch dimension, for running the "
+                   "models; an example_input() function in the model's file comes first, "
+                   "INPUT_SHAPE after (see Inputs below).")
+@click.option("--convert-checkpoint", "convert", nargs=2, metavar="OLD.pt NEW.pt",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Make a state_dict saved before --fix removed biases load into the fixed "
+                   "model (the one PATH names) with strict=True, computing what it did: each "
+                   "removed bias is folded into BatchNorm's running mean. Writes NEW.pt.")
 @click.option("--bench", is_flag=True,
               help="Train each fixable model and a fixed copy side by side for a short budget and "
                    "say whether the fixes help (every fix of the enabled rules, unsafe ones "
@@ -174,9 +326,6 @@ Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.png",
               help="With --bench: plot the loss curves of every seed (needs matplotlib: "
                    "pip install 'bnlint[plot]').")
-@click.option("--input-shape", callback=_input_shape, metavar="C,H,W",
-              help="With --bench: the shape of one input, without the batch dimension. Default: "
-                   "INPUT_SHAPE in the model's class or file, else found by probing.")
 @click.option("--data", metavar="MODULE:FUNCTION",
               help="With --bench: train on your data, from a function that returns a DataLoader "
                    "or (inputs, targets) tensors. Default: a synthetic task fitted to the model.")
@@ -202,7 +351,8 @@ Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to
               is_eager=True, help="List every rule and exit.")
 @click.version_option(__version__, "--version", prog_name="bnlint")
 def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show_diff, save_fixed,
-         bench, lr_sweep, plot, input_shape, data, steps, seeds, lr, time_budget, device,
+         convert, bench, lr_sweep, plot, example, input_shape, data, steps, seeds, lr, time_budget,
+         device,
          fmt, verbose):
     """Find BatchNorm mistakes in PyTorch models: a biased layer feeding BatchNorm (BN001),
     an activation before BatchNorm (BN002), and more (`bnlint --list-rules`)."""
@@ -215,37 +365,46 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
                                "choose one")
     if show_diff and fmt != "text":
         raise click.UsageError("--diff prints a unified diff; it does not go with --format")
+    if static and (example or input_shape):
+        raise click.UsageError("--static runs no model, so it takes no --example or "
+                               "--input-shape")
     _check_bench(click.get_current_context(), bench, fmt, apply_fixes or show_diff or save_fixed,
                  plot)
-    fixer = plan = fixed = entries = None
+    if convert and (len(paths) != 1 or apply_fixes or show_diff or save_fixed or bench):
+        raise click.UsageError("--convert-checkpoint takes one PATH, the fixed model, and no "
+                               "--fix, --diff, --save-fixed or --bench")
+    fixing = bool(apply_fixes or show_diff or save_fixed)
+    entries = None
+    refused = False  # a file --fix could not write
     benched: list = []
     try:
+        if convert:
+            _convert_checkpoint(paths[0], *convert)
+            sys.exit(EXIT_CLEAN)
         settings = load_config()
         from bnlint.lint import lint_specs
+        from bnlint.sourcefix import SourceFixer, fix_files
 
         select, ignore = _codes(select) or settings.select, _codes(ignore) + settings.ignore
-        if apply_fixes or show_diff or save_fixed:
-            from bnlint.sourcefix import SourceFixer
+        given = _load_example(example, verbose)
 
-            fixer = SourceFixer(enabled_codes(select, ignore), unsafe=unsafe_fixes,
-                                named=paths, save_to=save_fixed)
-        report = lint_specs(
-            paths,
-            select=select,
-            ignore=ignore,
-            exclude=list(exclude) + settings.exclude,
-            static=static,
-            on_model=fixer.visit_model if fixer else _keep_fixable(benched) if bench else None,
-            on_script=fixer.visit_script if fixer else None,
-        )
-        if fixer is not None and (apply_fixes or show_diff):
+        def lint(fixer, benched=None):
+            return lint_specs(paths, select=select, ignore=ignore,
+                              exclude=list(exclude) + settings.exclude, static=static,
+                              on_model=_visitor(fixer, benched), on_script=fixer.visit_script,
+                              example=given, input_shape=input_shape, weights=fixing or bench)
+
+        # every run plans the source fixes: the hints count only what --fix would change
+        fixer = SourceFixer(enabled_codes(select, ignore), unsafe=unsafe_fixes, named=paths,
+                            save_to=save_fixed, graph_fix=fixing)
+        report = lint(fixer, benched if bench else None)
+        if apply_fixes:
+            report, plan, refused = fix_files(report, fixer, lint)
+        else:
             plan = fixer.plan()
-            if not show_diff:
-                plan.write()
-                remaining = plan.remaining(report, enabled_codes(select, ignore))
-                fixed, report = len(report.findings) - len(remaining.findings), remaining
+            report = plan.mark(report)
         if bench:
-            entries = _bench(benched, select, ignore, dict(
+            entries = _bench(benched, report, select, ignore, dict(
                 lr_sweep=lr_sweep, input_shape=input_shape, data=data, steps=steps, seeds=seeds,
                 lr=lr, time_budget=time_budget, device=device))
     except (ConfigError, UnknownRuleError) as exc:
@@ -264,23 +423,32 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
         sys.exit(EXIT_ERROR)
     if show_diff:
         click.echo(plan.diff(), nl=False)
+        _warn(report)
         for m in report.models:
             if m.status == "error":
                 click.echo(f"bnlint: error: {m.spec}: {m.reason}", err=True)
-        _tell(fixer, plan)
+        _tell([*plan.notes, *plan.explained(unsafe_fixes)], fixer.saved, plan.hidden)
         files = len(plan.changes)
+        if files and fixer.exposed:
+            click.echo(f"These edits make room for {fixer.exposed} more "
+                       f"fix{'es' * (fixer.exposed != 1)}: --fix checks the edited files again "
+                       "and makes what it can in the same run.", err=True)
         click.echo(f"Would apply {plan.fixes} fix{'es' * (plan.fixes != 1)} to {files} "
                    f"file{'s' * (files != 1)}." if files else "No fixes to apply.", err=True)
         sys.exit(EXIT_ERROR if report.has_errors else EXIT_FINDINGS if files else EXIT_CLEAN)
     if entries is not None and fmt == "json":
         render_bench.render_json(report, entries, sys.stdout)
     else:
-        render(report, fmt, sys.stdout, verbose=verbose, fixed=fixed)
+        render(report, fmt, sys.stdout, verbose=verbose)
+    _warn(report)
     if entries is not None:
         _show_bench(entries, fmt, plot, verbose)
-    if fixer is not None:
-        _tell(fixer, plan)
-    if report.has_errors:
+    if apply_fixes:
+        _tell(plan.notes, fixer.saved, plan.hidden)
+        _tell_checkpoints(plan)
+    elif save_fixed:
+        _tell(fixer.notes, fixer.saved, fixer.hidden_graph)
+    if report.has_errors or refused:
         if fmt in ("json", "sarif"):  # stdout is for programs: say on stderr what failed
             for m in report.models:
                 if m.status == "error":
@@ -289,4 +457,4 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
     if entries and any(e.error for e in entries):
         sys.exit(EXIT_ERROR)
     # like a formatter in a pre-commit hook, --fix fails the run that changed files
-    sys.exit(EXIT_FINDINGS if report.findings or (plan and plan.changes) else EXIT_CLEAN)
+    sys.exit(EXIT_FINDINGS if report.findings or (apply_fixes and plan.changes) else EXIT_CLEAN)

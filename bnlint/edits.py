@@ -201,6 +201,14 @@ def unified_diff(path: str, before: str, after: str) -> str:
                                         fromfile=old, tofile=new))
 
 
+def moved_lines(before: str, after: str) -> dict[int, int]:
+    """Each line (1-based) of ``before`` that the edits kept -> its number in ``after``."""
+    matcher = difflib.SequenceMatcher(None, split_lines(before), split_lines(after),
+                                      autojunk=False)
+    return {old + k + 1: new + k + 1
+            for old, new, size in matcher.get_matching_blocks() for k in range(size)}
+
+
 class FileChanged(RuntimeError):
     pass
 

@@ -9,9 +9,10 @@ from dataclasses import replace
 from torch import fx, nn
 
 from bnlint import config, source
-from bnlint.findings import Finding, Hit, ModelResult, Report
+from bnlint.findings import Finding, Hit, Instance, ModelResult, Report
+from bnlint.inputs import Example, probe, resolve
 from bnlint.rules import GRAPH, RULES, Rule, enabled_codes
-from bnlint.trace import Unit, trace_model
+from bnlint.trace import Traced, Unit, trace_model
 
 
 def locate(root: nn.Module, prefix: str, node: fx.Node) -> source.Site | None:
@@ -36,12 +37,32 @@ def unsuppressed_hits(root: nn.Module, units: Iterable[Unit],
                 yield rule, hit, site
 
 
-def analyse(model: nn.Module, model_name: str, codes: Iterable[str]) -> tuple[list[Finding], ModelResult]:
-    """Findings for one model (unmerged, one per offending node) and what tracing achieved."""
+def traced_with_input(model: nn.Module, example: Example | None, rules: list[Rule]
+                      ) -> tuple[Traced, list[tuple[Rule, Hit, source.Site | None]], Example | None]:
+    """``model`` traced, the hits of ``rules`` in it, and the input it was traced with. Without
+    an ``example``, a forward fx cannot follow makes bnlint probe for an input the model takes
+    and record a run on it. A probed input is a guess that shows how layers connect, not the
+    layout the model is meant for (a Linear runs on (batch, features) and on (batch, length,
+    features) alike), so the shapes it gives are dropped and no rule decides anything by them."""
+    traced = trace_model(model, example)
+    if example is None and traced.opaque:
+        probed = probe(model)
+        if probed is not None:
+            example, traced = probed, trace_model(model, probed)
+            for unit in traced.units:
+                for node in unit.gm.graph.nodes:
+                    node.meta.pop("tensor_meta", None)
+    return traced, list(unsuppressed_hits(model, traced.units, rules)), example
+
+
+def analyse(model: nn.Module, model_name: str, codes: Iterable[str],
+            example: Example | None = None) -> tuple[list[Finding], ModelResult]:
+    """Findings for one model (unmerged, one per offending node) and what tracing achieved.
+    ``example`` is the forward's input, when one is known."""
     rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == GRAPH]
-    traced = trace_model(model)
+    traced, hits, example = traced_with_input(model, example, rules)
     findings = []
-    for rule, hit, site in unsuppressed_hits(model, traced.units, rules):
+    for rule, hit, site in hits:
         findings.append(Finding(
             code=hit.code,
             severity=rule.severity,
@@ -54,57 +75,81 @@ def analyse(model: nn.Module, model_name: str, codes: Iterable[str]) -> tuple[li
             col=site.col if site else None,
             fix=hit.fix,
         ))
-    findings = _fixable_at_their_call(model, findings)
     result = ModelResult(
         spec=model_name,
         status="ok",
         trace=traced.mode,
         opaque=sorted(traced.opaque),
-        reason="; ".join(f"{name or '<model>'}: {why}" for name, why in sorted(traced.opaque.items()))
-        or None,
+        reason=_unseen(model, traced, example),
+        traced_by=traced.traced_by,
+        example=example,
     )
     return findings, result
 
 
-def _fixable_at_their_call(model: nn.Module, findings: list[Finding]) -> list[Finding]:
-    """A module's fix edits the call that built it, so it is offered only when every module
-    that call built has the same fixable finding: a helper that also builds layers where the
-    fix does not apply keeps its code, and the finding says why."""
-    fixable = {(f.code, f.module) for f in findings if f.fix and f.module}
-    built = source.built_by_call(model)
-    checked = []
-    for f in findings:
-        site = source.recorded_site(model.get_submodule(f.module)) if f.fix and f.module else None
-        others = [n for n, _ in built.get(site, []) if (f.code, n) not in fixable]
-        if others:
-            f = replace(f, fix=None, message=(
-                f"{f.message} (Not fixable in the source: the call that built it also builds "
-                f"`{others[0]}`, where this fix does not apply.)"))
-        checked.append(f)
-    return checked
+def _unseen(model: nn.Module, traced: Traced, example: Example | None) -> str | None:
+    """What stayed opaque and why, what would let bnlint see it, and whether the example
+    could not be run."""
+    reason = "; ".join(f"{name or '<model>'}: {why}" for name, why in sorted(traced.opaque.items()))
+    if traced.opaque and example is None:
+        from bnlint.dyntrace import needs_example
+
+        reason = f"{reason}. {needs_example(model)}"
+    if traced.run_error:
+        reason = f"{reason}. {traced.run_error}" if reason else traced.run_error
+    return reason or None
 
 
 def merge(findings: Iterable[Finding]) -> list[Finding]:
     """One finding per rule and source position: a line that builds eight layers (a block
-    used eight times, or by several models) is one problem in the user's code, not eight."""
+    used eight times, or by several models) is one problem in the user's code, not eight.
+    The merged finding keeps every module as an instance, and its message names the others."""
     groups: dict[tuple, list[Finding]] = {}
     for f in findings:
         key = (f.code, f.path, f.line, f.col) if f.path else (f.code, f.model, f.module, f.message)
         groups.setdefault(key, []).append(f)
     merged = []
     for group in groups.values():
-        first = group[0]
-        others = list(dict.fromkeys(f.module or f.model for f in group[1:]))
-        if others:
-            shown = ", ".join(f"`{o}`" for o in others[:3])
-            more = f" and {len(others) - 3} more" if len(others) > 3 else ""
-            first = Finding(**{**first.__dict__, "message":
-                               f"{first.message} The same line also built {shown}{more}."})
+        related: dict[tuple, dict[str, None]] = {}  # (model, module) -> related, in order
+        for f in group:
+            related.setdefault((f.model, f.module), {}).update(dict.fromkeys(f.related))
+        instances = tuple(Instance(model, module, tuple(names))
+                          for (model, module), names in related.items())
+        first = replace(group[0], related=instances[0].related, instances=instances)
+        if len(instances) > 1:
+            first = replace(first, message=f"{first.message} {_also(first, instances[1:])}")
         merged.append(first)
     return sorted(merged, key=lambda f: (f.path or "", f.line or 0, f.col or 0, f.code))
 
 
-def check(model: nn.Module, *, select=None, ignore=None, name: str | None = None) -> Report:
-    """Lint one model object. Nothing about it changes: it is traced, never run."""
-    findings, result = analyse(model, name or type(model).__name__, enabled_codes(select, ignore))
-    return Report(findings=merge(findings), models=[result])
+def _also(first: Finding, others: tuple[Instance, ...]) -> str:
+    """``The same line also built `a`, `b`, `c` and 5 more.``: the other instances of a
+    merged finding, named inside the first one's model and qualified outside it."""
+    def name(other: Instance) -> str:
+        if other.model == first.model or other.module is None:
+            return f"`{other.module or other.model}`"
+        return f"`{other.module}` (in {other.model})"
+
+    shown = ", ".join(name(o) for o in others[:3])
+    more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+    models = len({first.model, *(o.model for o in others)})
+    across = f", in {models} models" if models > 1 else ""
+    verb = "built" if first.module else "ran in"
+    return f"The same line also {verb} {shown}{more}{across}."
+
+
+def check(model: nn.Module, *, select=None, ignore=None, name: str | None = None,
+          example=None) -> Report:
+    """Lint one model object. Nothing about it changes: it is traced, never run.
+    ``example`` is the forward's input: a tensor, a tuple of arguments, an ``(args, kwargs)``
+    pair or an ``Example``; without one, ``example_input()`` or ``INPUT_SHAPE`` in the model's
+    file gives it (``bnlint.inputs.resolve``)."""
+    from bnlint.lint import NO_RULE
+
+    codes = enabled_codes(select, ignore)
+    example = resolve(model, example, probing=False)
+    findings, result = analyse(model, name or type(model).__name__, codes, example)
+    rules = sorted(c for c in codes if RULES[c].scope == GRAPH)
+    warnings = [] if rules else [NO_RULE if not codes else (
+        "no rule ran: the selected rules read scripts, and check() is given a model")]
+    return Report(findings=merge(findings), models=[result], rules=rules, warnings=warnings)

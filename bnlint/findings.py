@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 SAFE = "safe"
 UNSAFE = "unsafe"
+
+
+class Instance(NamedTuple):
+    """One module (or functional call) of one model that a finding stands for."""
+
+    model: str | None
+    module: str | None
+    related: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "module": self.module, "related": list(self.related)}
 
 
 @dataclass(frozen=True)
@@ -16,8 +27,11 @@ class Finding:
     ``module`` is the qualified name of the module a fix touches (if any), ``related`` the other
     modules or functions involved, in dataflow order. ``fix`` is ``None`` when bnlint cannot fix
     it, ``"safe"`` when the fixed model computes the same function, ``"unsafe"`` when the fix
-    changes the function and the model needs retraining. In a notebook, ``cell`` is the
-    cell's number (from 1, every cell counted) and ``line`` the line in that cell.
+    changes the function and the model needs retraining. ``instances`` lists every module the
+    finding stands for, its own ``model``/``module``/``related`` first: one line of code that
+    builds eight layers is one finding with eight instances. A script rule's finding has none.
+    In a notebook, ``cell`` is the cell's number (from 1, every cell counted) and ``line`` the
+    line in that cell.
     """
 
     code: str
@@ -30,6 +44,7 @@ class Finding:
     line: int | None = None
     col: int | None = None
     fix: str | None = None
+    instances: tuple[Instance, ...] = ()
     cell: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -45,19 +60,30 @@ class Finding:
             "line": self.line,
             "col": self.col,
             "fix": None if self.fix is None else {"safety": self.fix},
+            "instances": [i.to_dict() for i in self.instances],
         }
 
 
 @dataclass
 class ModelResult:
-    """What happened to one model spec: analysed (fully or in part), skipped, or failed."""
+    """What happened to one model spec: analysed (fully or in part), skipped, or failed.
+
+    ``example`` is the input its forward was given (a ``bnlint.inputs.Example``), described in
+    JSON as ``input``; ``notes`` say how it was analysed (shown with --verbose)."""
 
     spec: str
     status: str  # "ok" | "skipped" | "error"
     reason: str | None = None
-    trace: str | None = None  # "full" | "partial" | None when nothing was traced
+    # "full" | "branches" | "dynamic" | "partial" | None when nothing was traced
+    trace: str | None = None
     opaque: list[str] = field(default_factory=list)
     detail: str | None = None  # the traceback behind an error, shown with --verbose
+    path: str | None = None  # the file the spec names, if it names one
+    line: int | None = None  # where in that file the error arose, when known
+    example: Any = field(default=None, repr=False)
+    notes: list[str] = field(default_factory=list)
+    # "fx" | "branches" | "dynamic" -> the modules (qualified names, "" the model) each saw
+    traced_by: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,15 +92,27 @@ class ModelResult:
             "reason": self.reason,
             "trace": self.trace,
             "opaque": list(self.opaque),
+            "path": self.path,
+            "line": self.line,
+            "input": None if self.example is None else self.example.describe(),
+            "traced_by": {method: list(names) for method, names in self.traced_by.items()},
         }
 
 
 @dataclass
 class Report:
-    """The result of a lint run: findings plus what happened to every model."""
+    """The result of a lint run: findings plus what happened to every model.
+
+    ``rules`` are the codes that ran; ``warnings`` say why a run checked less than asked (no
+    rule enabled, nothing to check). ``fixed`` is ``None`` unless the run fixed files: then it
+    holds the findings the edits resolved, and ``findings`` what remains.
+    """
 
     findings: list[Finding] = field(default_factory=list)
     models: list[ModelResult] = field(default_factory=list)
+    rules: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    fixed: list[Finding] | None = None
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -82,26 +120,44 @@ class Report:
         for f in self.findings:
             by_code[f.code] = by_code.get(f.code, 0) + 1
         statuses = [m.status for m in self.models]
-        return {
+        summary = {
             "findings": len(self.findings),
             "by_code": dict(sorted(by_code.items())),
             "fixable": sum(f.fix == SAFE for f in self.findings),
             "unsafe_fixable": sum(f.fix == UNSAFE for f in self.findings),
             "models_analysed": statuses.count("ok"),
+            "models_partly_analysed": len(self.partial),
             "models_skipped": statuses.count("skipped"),
             "models_failed": statuses.count("error"),
+            "rules": list(self.rules),
         }
+        if self.fixed is not None:
+            summary["fixed"] = len(self.fixed)
+        return summary
+
+    @property
+    def partial(self) -> list[ModelResult]:
+        """The analysed models with a forward that could not be traced."""
+        return [m for m in self.models if m.status == "ok" and m.opaque]
 
     @property
     def has_errors(self) -> bool:
         return any(m.status == "error" for m in self.models)
 
+    @property
+    def complete(self) -> bool:
+        """Whether everything named was checked in full: a rule ran, and every model was
+        analysed without an opaque forward, none skipped or failed."""
+        return not self.warnings and not self.partial and all(
+            m.status == "ok" for m in self.models)
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "findings": [f.to_dict() for f in self.findings],
-            "models": [m.to_dict() for m in self.models],
-            "summary": self.summary,
-        }
+        data: dict[str, Any] = {"findings": [f.to_dict() for f in self.findings]}
+        if self.fixed is not None:
+            data["fixed"] = [f.to_dict() for f in self.fixed]
+        data.update(models=[m.to_dict() for m in self.models], warnings=list(self.warnings),
+                    summary=self.summary)
+        return data
 
 
 @dataclass(frozen=True)

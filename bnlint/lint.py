@@ -10,13 +10,15 @@ import ast
 import contextlib
 import sys
 import traceback
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 
 from bnlint import config, notebook
 from bnlint.edits import read_source
 from bnlint.findings import Finding, ModelResult, Report
-from bnlint.load import LoadError, build, load
+from bnlint.inputs import Example, resolve
+from bnlint.load import LoadError, build, load, spec_path
 from bnlint.rules import GRAPH, RULES, SCRIPT, enabled_codes
 
 
@@ -45,39 +47,63 @@ def check_scripts(files: Iterable[Path], codes: set[str], on_script=None) -> lis
 
 
 def lint_specs(specs: Iterable[str], *, select=None, ignore=None, exclude=(),
-               static: bool = False, on_model=None, on_script=None) -> Report:
+               static: bool = False, on_model=None, on_script=None,
+               example: Example | None = None, input_shape=None,
+               weights: bool | None = None) -> Report:
     """``static=True`` keeps only the script rules; whenever no graph rule is enabled, nothing
     is imported, so neither torch nor the user's packages are needed.
     ``on_model(spec, model, findings)`` sees each model while it is alive, with its unmerged
-    findings, and ``on_script`` each script file read: that is how fixes are gathered."""
-    # The user's code may print while it is imported, built or traced: that goes to stderr,
-    # so stdout holds only bnlint's report (which may be JSON or SARIF).
+    findings, and ``on_script`` each script file read: that is how fixes are gathered.
+    Models are built with their weights when ``weights`` is true (fixes and the benchmark need
+    them; by default, whenever ``on_model`` is given), else on the meta device, unless their
+    ``__init__`` needs tensor values.
+    ``example`` and ``input_shape`` give every model's input (see ``bnlint.inputs.resolve``)."""
+    if weights is None:
+        weights = on_model is not None
+
+    def prepare(candidate):
+        """The candidate's model, a note on how it was built, its input. Raises LoadError."""
+        model, note = build(candidate, meta=not weights)
+        homes = [candidate.home] if candidate.home else []
+        found = resolve(model, example, input_shape=input_shape, homes=homes, probing=False)
+        return model, note, found
+
+    # The user's code may print while it is imported, built, run or traced: that goes to
+    # stderr, so stdout holds only bnlint's report (which may be JSON or SARIF).
     with contextlib.redirect_stdout(sys.stderr):
-        findings, results = _lint(specs, select, ignore, exclude, static, on_model, on_script)
-    findings.sort(key=lambda f: (f.path or "", f.cell or 0, f.line or 0, f.col or 0, f.code))
-    return Report(findings=findings, models=results)
+        report = _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare)
+    report.findings.sort(key=lambda f: (f.path or "", f.cell or 0, f.line or 0, f.col or 0,
+                                        f.code))
+    return report
 
 
-def _lint(specs, select, ignore, exclude, static, on_model, on_script):
-    codes = enabled_codes(select, ignore)
+def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare) -> Report:
+    selected = codes = enabled_codes(select, ignore)
     if static:
         codes = {c for c in codes if RULES[c].scope == SCRIPT}
     loaded = load(specs, exclude, import_models=any(RULES[c].scope == GRAPH for c in codes))
     results: list[ModelResult] = list(loaded.results)
-    findings = check_scripts(dict.fromkeys(loaded.files), codes, on_script)
+    findings = check_scripts(loaded.files, codes, on_script)
     used: set[type] = set()  # classes some analysed model contains
     if loaded.candidates:
         from bnlint.engine import analyse, merge
 
         model_findings: list[Finding] = []
+        analysed = weakref.WeakSet()  # a factory returning a model named too is checked once
         for candidate in loaded.candidates:
             try:
-                model = build(candidate)
+                model, note, example = prepare(candidate)
             except LoadError as exc:
-                results.append(ModelResult(candidate.spec, "error", str(exc), detail=exc.detail))
+                results.append(ModelResult(candidate.spec, "error", str(exc), detail=exc.detail,
+                                           line=exc.line))
                 continue
+            if model in analysed:
+                continue
+            analysed.add(model)
             try:
-                found, result = analyse(model, candidate.spec, codes)
+                found, result = analyse(model, candidate.spec, codes, example=example)
+                if note:
+                    result.notes.append(note)
                 if on_model is not None:
                     on_model(candidate.spec, model, found)
             except Exception as exc:  # noqa: BLE001 - one model must not end the whole run
@@ -90,4 +116,29 @@ def _lint(specs, select, ignore, exclude, static, on_model, on_script):
             used.update(type(m) for m in model.modules())
         findings += merge(model_findings)
     results += [r for cls, r in loaded.needs_arguments.items() if cls not in used]
-    return findings, results
+    for result in results:
+        result.path = result.path or spec_path(result.spec)
+    return Report(findings=findings, models=results, rules=sorted(codes),
+                  warnings=_unchecked(selected, codes, loaded.files, results))
+
+
+NO_RULE = "no rule ran: the selected rules, less the ignored ones, leave none"
+
+
+def _unchecked(selected: set[str], codes: set[str], files: list[Path],
+               results: list[ModelResult]) -> list[str]:
+    """Why the run checked nothing, if it did not: the user must not read silence as a pass."""
+    if not selected:
+        return [NO_RULE]
+    if not codes:
+        scripts = ", ".join(c for c in RULES if RULES[c].scope == SCRIPT)
+        return [f"no rule ran: --static runs only the rules that read scripts ({scripts}), "
+                "and none of them is selected"]
+    if any(r.status == "ok" for r in results):
+        return []
+    if files and any(RULES[c].scope == SCRIPT for c in codes):
+        return []
+    if not files and not results:
+        return ["nothing was checked: no Python file was found in the paths given"]
+    return ["nothing was checked: no model was analysed, and no enabled rule reads scripts"
+            if files else "nothing was checked: no model was analysed"]

@@ -44,10 +44,12 @@ MODEL_HINTS = ("torch", "nn.", "Module")
 
 @dataclass
 class Candidate:
-    """A model that can be built: ``build()`` constructs it (recording construction sites)."""
+    """A model that can be built: ``build()`` constructs it (recording construction sites).
+    ``home`` names the module it was found in, where its example input may be defined."""
 
     spec: str
     build: Callable[[], object]
+    home: str | None = None
 
 
 @dataclass
@@ -62,9 +64,10 @@ class Loaded:
 class LoadError(Exception):
     """A spec that cannot be loaded: one line for the user, the traceback for --verbose."""
 
-    def __init__(self, message: str, detail: str | None = None):
+    def __init__(self, message: str, detail: str | None = None, line: int | None = None):
         super().__init__(message)
         self.detail = detail
+        self.line = line  # in the file the spec names, when known
 
 
 # --- finding files -----------------------------------------------------------------------------
@@ -203,7 +206,19 @@ def _import_file(path: Path):
 def _failure(spec: str, what: str, exc: BaseException) -> LoadError:
     detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-    return LoadError(f"{what}: {last}", detail)
+    return LoadError(f"{what}: {last}", detail, _line_in(spec_path(spec), exc))
+
+
+def _line_in(path: str | None, exc: BaseException) -> int | None:
+    """The line of ``path`` that raised ``exc`` or called what raised it, when it did."""
+    if path is None:
+        return None
+    real = os.path.realpath(path)
+    if isinstance(exc, SyntaxError) and exc.filename and os.path.realpath(exc.filename) == real:
+        return exc.lineno
+    lines = [line for frame, line in traceback.walk_tb(exc.__traceback__)
+             if os.path.realpath(frame.f_code.co_filename) == real]
+    return lines[-1] if lines else None
 
 
 # --- finding models in a namespace -----------------------------------------------------------
@@ -262,14 +277,15 @@ def find_models(tree: ast.Module, namespace: dict, module_name: str, label: str,
             obj = namespace.get(name)
             if isinstance(obj, module_cls):
                 covered.add(type(obj))
-                loaded.candidates.append(Candidate(f"{label}:{name}", lambda obj=obj: obj))
+                loaded.candidates.append(
+                    Candidate(f"{label}:{name}", lambda obj=obj: obj, module_name))
     for stmt in tree.body:
         if (isinstance(stmt, ast.FunctionDef) and not stmt.name.startswith("_")
                 and callable(namespace.get(stmt.name))
                 and not _required_parameters(namespace[stmt.name])
                 and _returns_model(stmt, namespace, module_cls)):
             func = namespace[stmt.name]
-            loaded.candidates.append(Candidate(f"{label}:{stmt.name}()", func))
+            loaded.candidates.append(Candidate(f"{label}:{stmt.name}()", func, module_name))
             for node in ast.walk(stmt):
                 if isinstance(node, ast.Return) and isinstance(node.value, ast.Call):
                     target = namespace.get(_dotted(node.value.func))
@@ -293,7 +309,7 @@ def find_models(tree: ast.Module, namespace: dict, module_name: str, label: str,
                         f"its arguments: '{label}:{cls.__name__}(...)'"),
             )
             continue
-        loaded.candidates.append(Candidate(f"{label}:{cls.__name__}()", cls))
+        loaded.candidates.append(Candidate(f"{label}:{cls.__name__}()", cls, module_name))
 
 
 # --- the entry point ---------------------------------------------------------------------------
@@ -303,7 +319,8 @@ def load(specs: Iterable[str], exclude: Iterable[str] = (), *,
     """The models and files the specs name. With ``import_models=False`` nothing is imported:
     only the files are collected, for the rules that read source without running it."""
     loaded = Loaded()
-    for spec in specs:
+    seen: set[Path] = set()  # a file named twice, or also inside a folder named, is read once
+    for spec in dict.fromkeys(specs):
         target, expr = split_spec(spec)
         path = Path(target)
         if expr is None:
@@ -311,6 +328,9 @@ def load(specs: Iterable[str], exclude: Iterable[str] = (), *,
                 loaded.results.append(ModelResult(spec, "error", f"no such file or folder: {target}"))
                 continue
             for file in python_files(path, exclude):
+                if file.resolve() in seen:
+                    continue
+                seen.add(file.resolve())
                 loaded.files.append(file)
                 if import_models and not is_notebook(file):
                     _load_file(file, loaded)
@@ -321,7 +341,27 @@ def load(specs: Iterable[str], exclude: Iterable[str] = (), *,
         else:
             loaded.results.append(ModelResult(
                 spec, "skipped", "not imported: no enabled rule needs to build a model"))
+    files: dict[Path, Path] = {}
+    for file in loaded.files:
+        files.setdefault(file.resolve(), file)
+    candidates: dict[tuple, Candidate] = {}
+    for candidate in loaded.candidates:
+        candidates.setdefault(_identity(candidate.spec), candidate)
+    loaded.files, loaded.candidates = list(files.values()), list(candidates.values())
     return loaded
+
+
+def spec_path(spec: str) -> str | None:
+    """The Python file a spec names (``file.py`` or ``file.py:EXPR``), if it names one."""
+    target, _ = split_spec(spec)
+    return target if Path(target).is_file() else None
+
+
+def _identity(spec: str) -> tuple[str, str | None]:
+    """What a spec builds, whichever way the file is written: ``./m.py:Net()`` is ``m.py:Net()``."""
+    target, expr = split_spec(spec)
+    path = spec_path(spec)
+    return (os.path.realpath(path) if path else target), expr
 
 
 def _load_file(path: Path, loaded: Loaded) -> None:
@@ -337,7 +377,7 @@ def _load_file(path: Path, loaded: Loaded) -> None:
         tree = ast.parse(text, filename=str(path))
     except SyntaxError as exc:
         loaded.results.append(ModelResult(
-            label, "error", f"syntax error at line {exc.lineno}: {exc.msg}"))
+            label, "error", f"syntax error at line {exc.lineno}: {exc.msg}", line=exc.lineno))
         return
     work = runs_code_on_import(tree)
     if work is not None:
@@ -358,24 +398,40 @@ def _load_file(path: Path, loaded: Loaded) -> None:
         if isinstance(exc, KeyboardInterrupt):
             raise
         error = _failure(label, "import failed", exc)
-        loaded.results.append(ModelResult(label, "error", str(error), detail=error.detail))
+        loaded.results.append(ModelResult(label, "error", str(error), detail=error.detail,
+                                          line=error.line))
         return
     find_models(tree, vars(module), module.__name__, label, loaded)
 
 
+def _import_target(target: str, loaded: Loaded | None = None):
+    """The module a ``target:EXPR`` spec names: a file (added to ``loaded.files``) or an
+    importable module. Raises LoadError for a missing file; anything else the import raises
+    is left to the caller."""
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise LoadError(f"no such file: {target}")
+        if loaded is not None:
+            loaded.files.append(path)
+        return _import_file(path)
+    from bnlint.source import recording
+
+    with _on_sys_path(Path.cwd()), recording():
+        return importlib.import_module(target)
+
+
+def _compile(expr: str, spec: str):
+    try:
+        return compile(expr, f"<{spec}>", "eval")
+    except SyntaxError as exc:
+        raise LoadError(f"invalid expression {expr!r}: {exc.msg}") from None
+
+
 def _load_expression(spec: str, target: str, expr: str, loaded: Loaded) -> None:
     try:
-        if target.endswith(".py"):
-            path = Path(target)
-            if not path.is_file():
-                raise LoadError(f"no such file: {target}")
-            loaded.files.append(path)
-            module = _import_file(path)
-        else:
-            from bnlint.source import recording
-
-            with _on_sys_path(Path.cwd()), recording():
-                module = importlib.import_module(target)
+        module = _import_target(target, loaded)
+        code = _compile(expr, spec)
     except LoadError as exc:
         loaded.results.append(ModelResult(spec, "error", str(exc)))
         return
@@ -383,22 +439,60 @@ def _load_expression(spec: str, target: str, expr: str, loaded: Loaded) -> None:
         if isinstance(exc, KeyboardInterrupt):
             raise
         error = _failure(spec, "import failed", exc)
-        loaded.results.append(ModelResult(spec, "error", str(error), detail=error.detail))
-        return
-    try:
-        code = compile(expr, f"<{spec}>", "eval")
-    except SyntaxError as exc:
-        loaded.results.append(ModelResult(spec, "error", f"invalid expression {expr!r}: {exc.msg}"))
+        loaded.results.append(ModelResult(spec, "error", str(error), detail=error.detail,
+                                          line=error.line))
         return
     namespace = vars(module)
-    loaded.candidates.append(Candidate(spec, lambda: eval(code, namespace)))  # noqa: S307
+    loaded.candidates.append(
+        Candidate(spec, lambda: eval(code, namespace), module.__name__))  # noqa: S307
 
 
-def build(candidate: Candidate):
-    """Construct a candidate's model, recording where its layers are built.
+def evaluate(spec: str):
+    """The value of a ``file.py:EXPR`` or ``package.module:EXPR`` spec, evaluated as a model
+    spec is. Raises LoadError, with one line for the user."""
+    target, expr = split_spec(spec)
+    if expr is None:
+        raise LoadError("give it as file.py:EXPR or package.module:EXPR, e.g. "
+                        "'torch:randn(2, 3, 32, 32)'")
+    try:
+        module = _import_target(target)
+    except LoadError:
+        raise
+    except BaseException as exc:  # noqa: BLE001
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise _failure(spec, "import failed", exc) from None
+    code = _compile(expr, spec)
+    try:
+        return eval(code, vars(module))  # noqa: S307
+    except BaseException as exc:  # noqa: BLE001
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise _failure(spec, "evaluating it failed", exc) from None
+
+
+def build(candidate: Candidate, *, meta: bool = False):
+    """Construct a candidate's model, recording where its layers are built: ``(model, note)``.
+
+    With ``meta=True`` the model is built under ``torch.device("meta")``: its parameters and
+    buffers take no memory and no time to initialise, which is all that reading its structure
+    needs. An ``__init__`` that computes on tensor values cannot run there; then the model is
+    built with its weights, and ``note`` says why.
 
     Raises LoadError when construction fails or does not give an ``nn.Module``.
     """
+    if meta:
+        import torch
+
+        try:
+            with torch.device("meta"):
+                return _construct(candidate), None
+        except LoadError as exc:
+            return _construct(candidate), f"built with its weights: on the meta device, {exc}"
+    return _construct(candidate), None
+
+
+def _construct(candidate: Candidate):
     from torch import nn
 
     from bnlint.source import recording

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bnlint.edits import Edit, read_source, split_lines
 from bnlint.edits import apply_edits as apply_text_edits
+from bnlint.edits import moved_lines as moved_text_lines
 
 SUFFIX = ".ipynb"
 # cell magics whose body is Python run in the notebook's namespace
@@ -234,6 +235,18 @@ def _encode(source: str, old: str) -> str:
     closing = re.search(r"(\s*)\]$", old).group(1)
     items = f",{gap or ' '}".join(json.dumps(line, ensure_ascii=False) for line in lines)
     return f"[{gap}{items}{closing}]"
+
+
+def moved_lines(before: str, after: str) -> dict[tuple[int, int], tuple[int, int]]:
+    """Each (cell, line) of the notebook ``before`` that the edits kept -> its place in
+    ``after``."""
+    old, new = script_of(before), script_of(after)
+
+    def place(script: Script, line: int) -> tuple[int, int]:
+        cell, line = script.locate(line)
+        return cell.number, line
+
+    return {place(old, a): place(new, b) for a, b in moved_text_lines(old.text, new.text).items()}
 
 
 def apply_edits(text: str, edits: list[Edit]) -> str:

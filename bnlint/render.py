@@ -6,20 +6,14 @@ import json
 from typing import TextIO
 
 from bnlint import __version__, notebook
-from bnlint.findings import SAFE, Report
+from bnlint.findings import SAFE, ModelResult, Report
 from bnlint.rules import RULES
 
 FORMATS = ("text", "json", "sarif", "github")
 
 
-def render(report: Report, fmt: str, out: TextIO, *, verbose: bool = False,
-           fixed: int | None = None) -> None:
-    """``fixed``: after ``--fix``, how many findings the fixes resolved (``report`` holds the
-    rest); the text summary counts both."""
-    if fmt == "text":
-        render_text(report, out, verbose=verbose, fixed=fixed)
-        return
-    {"json": render_json, "sarif": render_sarif, "github": render_github}[fmt](
+def render(report: Report, fmt: str, out: TextIO, *, verbose: bool = False) -> None:
+    {"text": render_text, "json": render_json, "sarif": render_sarif, "github": render_github}[fmt](
         report, out, verbose=verbose)
 
 
@@ -35,8 +29,39 @@ def _file_line(f) -> int | None:
     return f.line if f.cell is None else notebook.file_line(f.path, f.cell, f.line)
 
 
-def render_text(report: Report, out: TextIO, *, verbose: bool = False,
-                fixed: int | None = None) -> None:
+def _opaque(m: ModelResult) -> str:
+    """What a partly analysed model left unchecked."""
+    names = ", ".join(f"`{n}`" for n in m.opaque if n)
+    what = ["the model's own forward"] if "" in m.opaque else []
+    what += [f"the forward of {names}"] if names else []
+    return (f"could not trace {' and '.join(what)}, so how it connects its layers was not "
+            "checked (its submodules were analysed one by one)")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
+def _head(report: Report) -> str:
+    """The summary's first words: what was found, or how much of the run can be trusted."""
+    s = report.summary
+    found = s["findings"] + len(report.fixed or ())
+    if found:
+        return f"Found {_plural(found, 'finding')}"
+    if report.warnings:
+        return "[yellow]Nothing was checked[/]"
+    if report.has_errors:
+        return "No findings, but not every model could be checked"
+    if report.partial:
+        partly = len(report.partial)
+        return (f"No findings, but {_plural(partly, 'model')} "
+                f"{'was' if partly == 1 else 'were'} only partly analysed")
+    if not report.complete:
+        return "No findings in what was checked"
+    return "[green]All checks passed![/]"
+
+
+def render_text(report: Report, out: TextIO, *, verbose: bool = False) -> None:
     from rich.console import Console
     from rich.markup import escape
 
@@ -57,29 +82,33 @@ def render_text(report: Report, out: TextIO, *, verbose: bool = False,
         elif m.status == "skipped":
             console.print(f"[bold]{escape(m.spec)}:[/] [yellow]skipped[/] {escape(m.reason or '')}")
         elif m.opaque:
-            names = ", ".join(n or "<model>" for n in m.opaque)
-            console.print(f"[bold]{escape(m.spec)}:[/] [yellow]partly analysed[/] "
-                          f"could not trace the forward of: {escape(names)}")
-            if verbose and m.reason:
+            console.print(f"[bold]{escape(m.spec)}:[/] [yellow]partly analysed:[/] "
+                          f"{escape(_opaque(m))}")
+            if m.reason:
                 console.print(f"    [dim]{escape(m.reason)}[/]")
+            if verbose:
+                _print_traced_by(console, m)
         elif verbose:
             console.print(f"[bold]{escape(m.spec)}:[/] [green]analysed[/] (trace: {m.trace})")
+            if m.reason:
+                console.print(f"    [dim]{escape(m.reason)}[/]")
+            _print_traced_by(console, m)
+        if verbose and m.status == "ok":
+            input_ = m.example.describe() if m.example else "none given"
+            for note in (f"input: {input_}", *m.notes):
+                console.print(f"    [dim]{escape(note)}[/]")
     s = report.summary
-    found = s["findings"] + (fixed or 0)
-    if found:
-        head = f"Found {found} finding{'s' * (found != 1)}"
-    elif report.has_errors:
-        head = "No findings, but not every model could be checked"
-    else:
-        head = "[green]All checks passed![/]"
-    counts = [f"{s['models_analysed']} model{'s' * (s['models_analysed'] != 1)} analysed"]
-    if fixed is not None and found:
+    fixed = None if report.fixed is None else len(report.fixed)
+    counts = [f"{_plural(s['models_analysed'], 'model')} analysed"]
+    if s["models_partly_analysed"]:
+        counts.append(f"{s['models_partly_analysed']} only partly")
+    if fixed is not None and fixed + s["findings"]:
         counts[:0] = [f"{fixed} fixed", f"{s['findings']} remaining"]
     if s["models_skipped"]:
         counts.append(f"{s['models_skipped']} skipped")
     if s["models_failed"]:
         counts.append(f"[red]{s['models_failed']} failed[/]")
-    console.print(f"{head} ({', '.join(counts)}).")
+    console.print(f"{_head(report)} ({', '.join(counts)}).")
     if fixed is not None:
         return  # the fix run itself says what it could not fix
     unsafe = s["unsafe_fixable"]
@@ -93,9 +122,53 @@ def render_text(report: Report, out: TextIO, *, verbose: bool = False,
         console.print("; ".join(hint) + " (`--diff` shows the edits first).")
 
 
+def _print_traced_by(console, m) -> None:
+    """How each part was seen, where more than fx alone was needed."""
+    from rich.markup import escape
+
+    if set(m.traced_by) - {"fx"}:
+        parts = [f"{method}: {', '.join(n or '<model>' for n in names)}"
+                 for method, names in m.traced_by.items()]
+        console.print(f"    [dim]traced by {escape('; '.join(parts))}[/]")
+
+
 def render_json(report: Report, out: TextIO, *, verbose: bool = False) -> None:
     json.dump(report.to_dict(), out, indent=2)
     out.write("\n")
+
+
+def _physical(path: str, line: int | None, col: int | None = None) -> dict:
+    region = {"startLine": line or 1}
+    if col:
+        region["startColumn"] = col
+    return {"artifactLocation": {"uri": path.replace("\\", "/"), "uriBaseId": "%SRCROOT%"},
+            "region": region}
+
+
+def _logical(model: str | None, module: str | None) -> dict:
+    return {"fullyQualifiedName": ":".join(x for x in (model, module) if x), "kind": "module"}
+
+
+def _notifications(report: Report) -> list[dict]:
+    """What the text says besides findings: models that failed, were skipped or were only
+    partly analysed, and runs that checked nothing."""
+    notes = [{"level": "warning", "message": {"text": w}, "descriptor": {"id": "not-checked"}}
+             for w in report.warnings]
+    for m in report.models:
+        if m.status == "error":
+            level, kind, text = "error", "model-failed", f"{m.spec}: {m.reason}"
+        elif m.status == "skipped":
+            level, kind, text = "note", "model-skipped", f"{m.spec}: skipped: {m.reason}"
+        elif m.opaque:
+            level, kind = "warning", "partly-analysed"
+            text = f"{m.spec}: partly analysed: {_opaque(m)}"
+        else:
+            continue
+        note = {"level": level, "message": {"text": text}, "descriptor": {"id": kind}}
+        if m.path:
+            note["locations"] = [{"physicalLocation": _physical(m.path, m.line)}]
+        notes.append(note)
+    return notes
 
 
 def sarif(report: Report) -> dict:
@@ -122,21 +195,23 @@ def sarif(report: Report) -> dict:
         }
         location: dict = {}
         if f.path:
-            region = {"startLine": f.line, "startColumn": f.col}
-            if f.cell is not None:  # a notebook: the line of its JSON, and the cell's own
+            if f.cell is None:
+                location["physicalLocation"] = _physical(f.path, f.line, f.col)
+            else:  # a notebook: the line of its JSON where that is one place, and the cell's own
                 line = _file_line(f)
-                region = {"startLine": line} if line else None
+                physical = _physical(f.path, line)
+                if line is None:
+                    del physical["region"]
+                location["physicalLocation"] = physical
                 location["properties"] = {"cell": f.cell, "cellLine": f.line, "cellColumn": f.col}
-            location["physicalLocation"] = {
-                "artifactLocation": {"uri": f.path.replace("\\", "/"), "uriBaseId": "%SRCROOT%"},
-                **({"region": region} if region else {}),
-            }
-        if f.model or f.module:
-            location["logicalLocations"] = [{
-                "fullyQualifiedName": ":".join(x for x in (f.model, f.module) if x),
-                "kind": "module",
-            }]
+        names = [_logical(model, module)
+                 for model, module, _ in f.instances or [(f.model, f.module, f.related)]
+                 if model or module]
+        if names:  # every module the finding stands for
+            location["logicalLocations"] = names
         result["locations"] = [location] if location else []
+        if f.instances:
+            result["properties"] = {"instances": [i.to_dict() for i in f.instances]}
         results.append(result)
     return {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
@@ -148,6 +223,10 @@ def sarif(report: Report) -> dict:
                 "semanticVersion": __version__,
                 "rules": rules,
             }},
+            "invocations": [{
+                "executionSuccessful": not report.has_errors,
+                "toolExecutionNotifications": _notifications(report),
+            }],
             "results": results,
         }],
     }
@@ -182,4 +261,6 @@ def render_github(report: Report, out: TextIO, *, verbose: bool = False) -> None
         out.write(f"::{level} {','.join(props)}::{_escape_data(text)}\n")
     for m in report.models:
         if m.status == "error":
-            out.write(f"::error title=bnlint::{_escape_data(f'{m.spec}: {m.reason}')}\n")
+            props = [f"file={_escape_property(m.path)}", f"line={m.line or 1}"] if m.path else []
+            props.append("title=bnlint")
+            out.write(f"::error {','.join(props)}::{_escape_data(f'{m.spec}: {m.reason}')}\n")

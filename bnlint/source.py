@@ -144,41 +144,157 @@ def built_by_call(model) -> dict[Site, list[tuple[str, object]]]:
 
 
 def construction_site(root, qualified_name: str) -> Site | None:
-    """Where the submodule was built: recorded at construction, else found in the source of
-    the parent's class (``self.<name> = ...``)."""
+    """Where the submodule was built: recorded at construction, else read from the source of
+    the classes that hold it (a model built before bnlint was asked, as ``bnlint.check`` gets
+    it)."""
     module = root.get_submodule(qualified_name) if qualified_name else root
     if module in _sites:
         return _sites[module]
-    parent_name, _, attr = qualified_name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    for cls in type(parent).__mro__:
-        site = _assignment_site(cls, attr)
-        if site is not None:
-            return site
+    parts = qualified_name.split(".") if qualified_name else []
+    # from the innermost holder outwards: the first of the user's classes that shows it
+    try:
+        for depth in range(len(parts) - 1, -1, -1):
+            holder = root.get_submodule(".".join(parts[:depth]))
+            for cls in type(holder).__mro__:
+                site = _site_in_class(cls, parts[depth:], type(module).__name__)
+                if site is not None:
+                    return site
+    except _Ambiguous:
+        pass
     return None
 
 
-def _assignment_site(cls: type, attr: str) -> Site | None:
+class _Ambiguous(Exception):
+    """The source builds such a module in several places and does not show which is this."""
+
+
+def _site_in_class(cls: type, path: list[str], type_name: str) -> Site | None:
+    """Where the source of ``cls`` builds the submodule at ``path`` below its instances, a
+    module of class ``type_name``: ``self.<path[0]> = ...`` followed into ``nn.Sequential``,
+    ``nn.ModuleList``, ``nn.ModuleDict`` and list arguments by the rest of ``path``, and into a
+    helper of the file that makes it; else the one constructor call of ``type_name`` in the
+    class, or in the functions of its file, that no other attribute takes; else the assignment
+    that built the part holding it."""
+    found = _class_source(cls)
+    if found is None:
+        return None
+    filename, tree, node = found
+    attributes = _attributes(node)
+    top = value = attributes.get(path[0])
+    for key in path[1:]:
+        value = _element(value, key) if value is not None else None
+    if value is not None:
+        return _site_of(filename, _inside_helper(tree, node, value, type_name) or value)
+    others = {id(v) for attr, v in attributes.items() if attr != path[0]}
+    holder = _site_of(filename, top) if top is not None and len(path) > 1 else None
+    for scope in (node, tree):
+        calls = [c for c in _calls(scope, type_name, skip_classes=scope is tree)
+                 if id(c) not in others]
+        if len(calls) == 1:
+            return _site_of(filename, calls[0])
+        if calls:
+            if holder is None:
+                raise _Ambiguous
+            break
+    return holder
+
+
+def _class_source(cls: type) -> tuple[str, ast.Module, ast.ClassDef] | None:
+    """The user's file that defines ``cls``, parsed, and the class statement in it."""
     module = sys.modules.get(cls.__module__)
     filename = getattr(module, "__file__", None)
     if not filename or not is_user_file(filename):
         return None
-    tree = parse(os.path.realpath(filename))
+    filename = os.path.realpath(filename)
+    tree = parse(filename)
     if tree is None:
         return None
+    name = cls.__qualname__.rpartition(".")[2]
     for node in ast.walk(tree):
-        if isinstance(node, ast.ClassDef) and node.name == cls.__name__:
-            for stmt in ast.walk(node):
-                targets = stmt.targets if isinstance(stmt, ast.Assign) else (
-                    [stmt.target] if isinstance(stmt, ast.AnnAssign) else [])
-                for target in targets:
-                    if (isinstance(target, ast.Attribute) and target.attr == attr
-                            and isinstance(target.value, ast.Name) and target.value.id == "self"
-                            and stmt.value is not None):
-                        value = stmt.value
-                        return Site(os.path.realpath(filename), value.lineno, value.col_offset + 1,
-                                    value.end_lineno, value.end_col_offset + 1)
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            return filename, tree, node
     return None
+
+
+def _attributes(cls_node: ast.ClassDef) -> dict[str, ast.expr]:
+    """``self.<name> = <value>`` in the class (``self.a, self.b = x, y`` included): each name's
+    first value."""
+    found: dict[str, ast.expr] = {}
+    for stmt in ast.walk(cls_node):
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else (
+            [stmt.target] if isinstance(stmt, ast.AnnAssign) else [])
+        pairs = [(target, stmt.value) for target in targets]
+        pairs += [pair for target in targets if isinstance(target, ast.Tuple)
+                  and isinstance(stmt.value, ast.Tuple) and len(target.elts) == len(stmt.value.elts)
+                  for pair in zip(target.elts, stmt.value.elts)]
+        for target, value in pairs:
+            if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
+                    and target.value.id == "self" and value is not None):
+                found.setdefault(target.attr, value)
+    return found
+
+
+def _inside_helper(tree: ast.Module, cls_node: ast.ClassDef, value: ast.expr,
+                   type_name: str) -> ast.Call | None:
+    """For ``helper(...)`` or ``self.helper(...)`` defined in the same file: the one call of
+    ``type_name`` in it, as construction is recorded (at the innermost line of the user's)."""
+    if not isinstance(value, ast.Call):
+        return None
+    name = _callee(value)
+    body = cls_node.body if isinstance(value.func, ast.Attribute) else tree.body
+    helper = next((f for f in body if isinstance(f, ast.FunctionDef) and f.name == name), None)
+    calls = _calls(helper, type_name, skip_classes=True) if helper else []
+    return calls[0] if len(calls) == 1 else None
+
+
+def _callee(call: ast.Call) -> str | None:
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+
+
+def _element(value: ast.expr, key: str) -> ast.expr | None:
+    """The expression that gives entry ``key`` of a container built by ``value``:
+    ``nn.Sequential(a, b)``, ``nn.ModuleList([a, b])``, ``[f(c) for c in ...]``,
+    ``nn.ModuleDict({"k": a})``; ``None`` when the source does not show it."""
+    if isinstance(value, (ast.ListComp, ast.GeneratorExp)):
+        return value.elt
+    if isinstance(value, (ast.List, ast.Tuple)):
+        items = value.elts
+    elif isinstance(value, ast.Dict):
+        return next((v for k, v in zip(value.keys, value.values)
+                     if isinstance(k, ast.Constant) and k.value == key), None)
+    elif isinstance(value, ast.Call) and _callee(value) in ("Sequential", "ModuleList",
+                                                              "ModuleDict"):
+        items = value.args
+        if len(items) == 1 and isinstance(items[0], (ast.List, ast.Tuple, ast.Dict,
+                                                     ast.ListComp, ast.GeneratorExp)):
+            return _element(items[0], key)
+    else:
+        return None
+    if not key.isdigit() or any(isinstance(item, ast.Starred) for item in items):
+        return None
+    return items[int(key)] if int(key) < len(items) else None
+
+
+def _calls(scope: ast.AST, type_name: str, skip_classes: bool) -> list[ast.Call]:
+    """The calls of ``type_name`` (``nn.Conv2d(...)``, ``Conv2d(...)``) in ``scope``; with
+    ``skip_classes``, not those inside class statements (another class builds them)."""
+    found = []
+    todo = [scope]
+    while todo:
+        node = todo.pop()
+        for child in ast.iter_child_nodes(node):
+            if skip_classes and isinstance(child, ast.ClassDef):
+                continue
+            if isinstance(child, ast.Call) and _callee(child) == type_name:
+                found.append(child)
+            todo.append(child)
+    return found
+
+
+def _site_of(filename: str, node: ast.expr) -> Site:
+    return Site(filename, node.lineno, node.col_offset + 1, node.end_lineno,
+                node.end_col_offset + 1)
 
 
 # --- call sites of functional ops ------------------------------------------------------------

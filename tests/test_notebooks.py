@@ -99,6 +99,20 @@ def test_fix_edits_the_cell_and_leaves_the_rest_of_the_notebook_alone(tmp_path):
     assert run_bnlint("train.ipynb", cwd=tmp_path).exit_code == 0
 
 
+def test_fix_counts_as_fixed_only_what_it_fixed_in_the_notebook(tmp_path):
+    """A finding --fix cannot edit stays, in its cell, and is not also counted as fixed, however
+    far down its cell it is from the edit."""
+    traced = code("class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                  "        self.bn = nn.BatchNorm1d(4)\n    def forward(self, x):\n"
+                  "        return self.bn(x)\n" + "\n" * 100
+                  + "traced = torch.jit.trace(Net(), torch.randn(2, 4))\n")
+    write(tmp_path / "train.ipynb", *TRAIN, traced)
+    data = json.loads(run_bnlint("train.ipynb", "--fix", "--unsafe-fixes", "--format", "json",
+                                 cwd=tmp_path).stdout)
+    assert [(f["cell"], f["line"]) for f in data["fixed"]] == [(6, 2)]
+    assert [(f["cell"], f["line"], f["fix"]) for f in data["findings"]] == [(7, 107, None)]
+
+
 def test_training_after_an_evaluation_cell(tmp_path):
     """BN004 across cells: the helper in one cell, the epoch loop in another; the fix moves
     train() to the top of the epoch loop."""

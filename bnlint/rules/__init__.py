@@ -79,6 +79,14 @@ RULES: dict[str, Rule] = {
             default=False,
             fix="unsafe",
         ),
+        Rule(
+            code="BN006",
+            name="batchnorm-wrong-axis",
+            summary="BatchNorm1d on (batch, length, features) values normalises the positions",
+            scope=GRAPH,
+            impl="bnlint.rules.wrong_axis",
+            fix="unsafe",
+        ),
     )
 }
 

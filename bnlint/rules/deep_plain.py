@@ -109,12 +109,6 @@ def _fixable(gm: fx.GraphModule, layer: fx.Node, activation: fx.Node) -> str | N
     return None
 
 
-def _label(gm: fx.GraphModule, node: fx.Node, name: str) -> str:
-    """``Linear `fc1``` for a module, ```F.relu``` for a function."""
-    kind = graph.type_name(gm, node)
-    return f"`{name}`" if kind == graph.describe(gm, node) else f"{kind} `{name}`"
-
-
 def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
     """Hits in one traced piece; ``prefix`` is its qualified name in the whole model."""
     if is_normalised(gm) or any(_is_residual(n) for n in gm.graph.nodes):
@@ -132,7 +126,8 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
         yield Hit(
             code=CODE,
             message=(
-                f"{_label(gm, layer, name)} feeds {_label(gm, activation, act)} in a plain network:"
+                f"{graph.label(gm, layer, prefix)} feeds {graph.label(gm, activation, prefix)} in a"
+                f" plain network:"
                 f" {depth} layer + activation stages in a row and no normalisation, which"
                 f" trains slowly and only at small learning rates. {advice}"
             ),
