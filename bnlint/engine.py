@@ -24,27 +24,31 @@ def locate(root: nn.Module, prefix: str, node: fx.Node) -> source.Site | None:
     return source.call_site(node.stack_trace, name.rstrip("_"))
 
 
-def unsuppressed_hits(root: nn.Module, units: Iterable[Unit],
-                      rules: Iterable[Rule]) -> Iterator[tuple[Rule, Hit, source.Site | None]]:
+def unsuppressed_hits(root: nn.Module, units: Iterable[Unit], rules: Iterable[Rule],
+                      used: set | None = None) -> Iterator[tuple[Rule, Hit, source.Site | None]]:
     """The hits of ``rules`` in traced pieces of ``root`` that no comment suppresses, with their
-    place in the user's code. ``units`` may come from a copy of ``root``: names are the same."""
+    place in the user's code. ``units`` may come from a copy of ``root``: names are the same.
+    ``used`` collects the comments that suppressed one (see ``config.is_suppressed``)."""
     for unit in units:
         for rule in rules:
             for hit in rule.implementation().check(unit.gm, unit.prefix):
                 site = locate(root, unit.prefix, hit.anchor)
-                if site and config.is_suppressed(hit.code, site.path, site.line, site.end_line):
+                if site and config.is_suppressed(hit.code, site.path, site.line, site.end_line,
+                                                 used):
                     continue
                 yield rule, hit, site
 
 
 def analyse(model: nn.Module, model_name: str, codes: Iterable[str],
-            example: Example | None = None) -> tuple[list[Finding], ModelResult]:
+            example: Example | None = None,
+            used: set | None = None) -> tuple[list[Finding], ModelResult]:
     """Findings for one model (unmerged, one per offending node) and what tracing achieved.
-    ``example`` is the forward's input, when one is known."""
+    ``example`` is the forward's input, when one is known; ``used`` collects the suppression
+    comments that silenced a finding."""
     rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == GRAPH]
     traced = trace_model(model)
     findings = []
-    for rule, hit, site in unsuppressed_hits(model, traced.units, rules):
+    for rule, hit, site in unsuppressed_hits(model, traced.units, rules, used):
         findings.append(Finding(
             code=hit.code,
             severity=rule.severity,
