@@ -97,7 +97,8 @@ def _key(entry: dict) -> tuple:
     """What identifies an entry, in the order the file lists entries: by file, then rule, with
     numbers in names compared as numbers (``features.4`` before ``features.11``)."""
     return tuple(tuple(int(part) if part.isdigit() else part
-                       for part in re.split(r"(\d+)", str(entry.get(name) or ""))) for name in FIELDS)
+                       for part in re.split(r"(\d+)", str(entry.get(name) or "")))
+                 for name in FIELDS)
 
 
 def _relative(path: str | None, folder: Path) -> str | None:

@@ -94,7 +94,8 @@ def load_config(start: Path | None = None, file: Path | None = None) -> Config:
         try:
             resolve_codes(codes)
         except UnknownRuleError as exc:
-            raise ConfigError(f"{path}: [tool.bnlint] per-file-ignores {pattern!r}: {exc}") from None
+            raise ConfigError(f"{path}: [tool.bnlint] per-file-ignores {pattern!r}: "
+                              f"{exc}") from None
     baseline = table.get("baseline")
     if baseline is not None and not (isinstance(baseline, str) and baseline):
         raise ConfigError(f"{path}: [tool.bnlint] baseline must be a file name")

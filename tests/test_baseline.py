@@ -2,14 +2,21 @@
 `baseline` in [tool.bnlint]) reports only new ones, matched without line numbers."""
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, run_bnlint
+from conftest import FIXTURES, ROOT, run_bnlint
+
+# the `bnlint` of this environment, as in a user's activated virtualenv
+ENVIRONMENT = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent),
+                                                      os.environ.get("PATH", "")])}
 
 PREDICT = '''\
 import torch
@@ -96,8 +103,8 @@ def test_baseline_hides_known_findings_and_says_how_many(project):
 def test_unrelated_edits_do_not_bring_old_findings_back(project):
     run_bnlint(".", "--generate-baseline", "base.json", cwd=project)
     vgg = project / "models" / "vgg.py"
-    vgg.write_text('"""Models."""\n\n' + vgg.read_text().replace("import torch.nn as nn",
-                                                                  "import math\nimport torch.nn as nn"))
+    vgg.write_text('"""Models."""\n\n' + vgg.read_text().replace(
+        "import torch.nn as nn", "import math\nimport torch.nn as nn"))
     # the statement moves down and is laid out again: the same statement
     (project / "predict.py").write_text(PREDICT.replace(
         "def score(", "SEED = 0\n\n\ndef score(").replace(
@@ -141,7 +148,8 @@ def test_each_entry_hides_one_finding(project):
 
 def test_fixed_findings_drop_out_when_it_is_generated_again(project):
     run_bnlint(".", "--generate-baseline", "base.json", cwd=project)
-    (project / "net.py").write_text(NET.replace("nn.Conv2d(3, 8, 3)", "nn.Conv2d(3, 8, 3, bias=False)"))
+    (project / "net.py").write_text(NET.replace("nn.Conv2d(3, 8, 3)",
+                                                "nn.Conv2d(3, 8, 3, bias=False)"))
     bnlint(project, ".", "--generate-baseline", "base.json")
     entries = json.loads((project / "base.json").read_text())["findings"]
     assert "net.py" not in {e["path"] for e in entries} and len(entries) == 17
@@ -203,3 +211,39 @@ def test_script_findings_name_their_function_by_its_qualified_name(tmp_path):
     [entry] = json.loads((tmp_path / "base.json").read_text())["findings"]
     assert entry == {"path": "train.py", "code": "BN003", "function": "Trainer.predict",
                      "statement": "return self.model(x)"}
+
+
+# --- the README's walk-through ---------------------------------------------------------------
+
+def readme_section() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return re.search(r"^### A baseline for the findings a project has\n(.*?)(?=^##)", text,
+                     re.S | re.M)[1]
+
+
+def test_readme_session_runs_as_shown(tmp_path):
+    shutil.copytree(FIXTURES, tmp_path / "fixtures")
+    (session,) = re.findall(r"```console\n(.*?)```", readme_section(), re.S)
+    steps = re.findall(r"^\$ (.*)\n((?:[^$].*\n)*)", session, re.M)
+    assert len(steps) == 2
+    for command, shown in steps:
+        result = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True,
+                                text=True, env=ENVIRONMENT)
+        assert result.returncode == 0, result.stderr
+        assert (result.stdout + result.stderr).splitlines() == shown.splitlines()
+
+
+def test_readme_excerpt_is_what_the_file_holds(tmp_path):
+    (sample,) = re.findall(r"```json\n(.*?)```", readme_section(), re.S)
+    assert json.loads(sample)["bnlint-baseline"] == 1
+    shutil.copytree(FIXTURES, tmp_path / "fixtures")
+    run_bnlint("fixtures/vgg.py", "fixtures/act_before_bn.py",
+               "fixtures/scripts/predict_train_mode.py", "--generate-baseline", "base.json",
+               cwd=tmp_path)
+    written = (tmp_path / "base.json").read_text().splitlines()
+    excerpt = sample.splitlines()
+    assert excerpt[:3] == written[:3] and excerpt[-2:] == written[-2:]
+    lines = [line.strip().rstrip(",") for line in written]
+    entries = [line.strip().rstrip(",") for line in excerpt[3:-2]]
+    assert all(entry in lines for entry in entries)
+    assert sorted(entries, key=lines.index) == entries

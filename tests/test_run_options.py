@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from bnlint.cli import main
-from conftest import FIXTURES, line_of, run_bnlint
+from conftest import FIXTURES, ROOT, line_of, run_bnlint
 
 VGG_LINE = line_of(FIXTURES / "vgg.py", "nn.Conv2d(in_channels, x")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -99,7 +99,8 @@ def test_force_exclude_applies_exclude_to_paths_named_explicitly(project):
 def test_text_shows_the_line_of_each_finding_with_a_caret_and_concise_does_not():
     path = str(FIXTURES / "vgg.py")
     text = run_bnlint(path, cwd=FIXTURES.parent).stdout.splitlines()
-    start = text.index(next(line for line in text if line.startswith(f"fixtures/vgg.py:{VGG_LINE}:21: BN001")))
+    header = f"fixtures/vgg.py:{VGG_LINE}:21: BN001"
+    start = text.index(next(line for line in text if line.startswith(header)))
     source = (FIXTURES / "vgg.py").read_text().splitlines()[VGG_LINE - 1]
     call = "nn.Conv2d(in_channels, x, kernel_size=3, padding=1)"
     gutter = " " * len(str(VGG_LINE))
@@ -178,3 +179,11 @@ def test_help_explains_every_option():
     for option in ("--generate-baseline", "--stdin-filename", "--force-exclude", "--exit-zero",
                    "NO_COLOR", "per-file-ignores"):
         assert option in output
+
+
+def test_readme_statistics_example_is_what_a_run_prints():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    command, shown = re.search(r"```console\n\$ bnlint ([^\n]* --statistics[^\n]*)\n(.*?)```",
+                               readme, re.S).groups()
+    result = run_bnlint(*command.split(), cwd=ROOT)
+    assert result.exit_code == 1 and result.output == shown

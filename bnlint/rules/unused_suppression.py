@@ -55,40 +55,34 @@ def check(usage: Usage, files: Iterable[Path], codes: Iterable[str]) -> list[Fin
     for path in sorted(read | {path for path, _ in usage.seen}):
         if config.ignored_in_file(CODE, path):
             continue
-        for line, comment in _comments(path):
-            directives = config.directives(comment.text)
+        for line, col, comment in _comments(path):
+            directives = config.directives(comment)
             if any(CODE in d.codes for d in directives):
                 continue
             for d in directives:
-                if not d.codes:
-                    if d.own and all(judgeable(c, path, line) for c in everything) \
-                            and (path, line, config.ALL) not in usage.used:
-                        findings.append(_finding(path, line, comment.col + d.col - 1, d, [], []))
-                    continue
-                unknown = [c for c in d.codes if c not in RULES] if d.own else []
-                unused = [c for c in d.codes if c in RULES and judgeable(c, path, line)
-                          and (path, line, c) not in usage.used]
-                if unused or unknown:
-                    findings.append(_finding(path, line, comment.col + d.col - 1, d, unused,
-                                             unknown))
+                if d.codes:
+                    unknown = [c for c in d.codes if c not in RULES] if d.own else []
+                    unused = [c for c in d.codes if c in RULES and judgeable(c, path, line)
+                              and (path, line, c) not in usage.used]
+                    stale = bool(unused or unknown)
+                else:  # bare: a `# noqa` is every linter's; `# bnlint: ignore` every rule's
+                    unknown, unused = [], []
+                    stale = d.own and (path, line, config.ALL) not in usage.used and all(
+                        judgeable(c, path, line) for c in everything)
+                if stale:
+                    findings.append(_finding(path, line, col + d.col - 1, d, unused, unknown))
     return findings
 
 
-@dataclass(frozen=True)
-class _Comment:
-    col: int  # 1-based, in characters
-    text: str
-
-
-def _comments(path: str) -> list[tuple[int, _Comment]]:
-    """The comments of a file (never text inside strings), by line."""
+def _comments(path: str) -> list[tuple[int, int, str]]:
+    """``(line, col, text)`` of each comment of a file (never text inside a string); ``col``
+    is 1-based, in characters."""
     try:
         text = read_source(source.stand_in(path))
         tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
     except (OSError, UnicodeDecodeError, SyntaxError, tokenize.TokenError):
         return []
-    return [(t.start[0], _Comment(t.start[1] + 1, t.string)) for t in tokens
-            if t.type == tokenize.COMMENT]
+    return [(t.start[0], t.start[1] + 1, t.string) for t in tokens if t.type == tokenize.COMMENT]
 
 
 def _finding(path: str, line: int, col: int, directive: config.Directive, unused: list[str],
