@@ -239,6 +239,7 @@ def _paths_to_check(ctx: click.Context, paths, stdin_filename, settings, exclude
     from bnlint.load import force_excluded
 
     patterns = [*exclude, *settings.exclude]
+    text = click.get_binary_stream("stdin").read() if stdin_filename else b""
     named = [stdin_filename] if stdin_filename else list(paths)
     kept = [p for p in named if not (force_exclude and force_excluded(p, patterns))]
     if not kept:
@@ -247,7 +248,6 @@ def _paths_to_check(ctx: click.Context, paths, stdin_filename, settings, exclude
                        "check", err=True)
         sys.exit(EXIT_CLEAN)
     if stdin_filename:
-        text = click.get_binary_stream("stdin").read()
         return [str(ctx.with_resource(source.standing_in(text, stdin_filename)))]
     return kept
 

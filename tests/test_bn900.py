@@ -62,7 +62,8 @@ def test_reports_the_comments_that_silenced_nothing_and_only_those(tmp_path):
     assert [(path, line) for path, line, _, _ in found] == [("model.py", 7), ("predict.py", 6)]
     # the stem has no bias any more, and the script calls eval(): both comments are stale
     assert found[0][2] == MODEL.splitlines()[6].index("#") + 1
-    assert "`# bnlint: ignore[BN001]` suppresses nothing: no BN001 finding here" in found[0][3]
+    assert found[0][3] == ("`# bnlint: ignore[BN001]`: no BN001 finding here to silence. "
+                           "Remove it.")
     assert "no BN003 finding here" in found[1][3]
     # the comment on the second line of a call that BN001 reports is used; a bare noqa, which
     # other linters read too, and text in a string are never judged

@@ -99,5 +99,5 @@ def _finding(path: str, line: int, col: int, directive: config.Directive, unused
         advice = "Remove it." if every else (
             f"Remove {', '.join(unused + unknown)} from it.")
     return Finding(code=CODE, severity=RULES[CODE].severity,
-                   message=f"`{directive.text}` suppresses nothing: {why}. {advice}",
+                   message=f"`{directive.text}`: {why}. {advice}",
                    path=source.display_path(path), line=line, col=col)
