@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import sys
 import traceback
 from pathlib import Path
@@ -19,7 +20,7 @@ from bnlint import __version__, baseline, render_bench
 from bnlint.render_bench import DEFAULTS as BENCH_DEFAULTS
 from bnlint.config import ConfigError, applying_per_file_ignores, load_config
 from bnlint.render import COLORS, FORMATS, render
-from bnlint.rules import RULES, UnknownRuleError, enabled_codes
+from bnlint.rules import GRAPH, RULES, UnknownRuleError, enabled_codes
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -52,15 +53,74 @@ def _explain(ctx: click.Context, _param, value: str | None) -> None:
     ctx.exit(EXIT_CLEAN)
 
 
-def _tell(fixer, plan) -> None:
+def _tell(notes, saved: list[str], hidden: list[str]) -> None:
     """On stderr, so that stdout stays the report or the diff: what the fixes could not do,
-    what was saved, and how many unsafe fixes were left out."""
-    for line in [*map(str, plan.notes if plan else fixer.notes), *fixer.saved]:
+    what was saved, and how many unsafe fixes (``hidden``: their codes) were left out."""
+    for line in [*map(str, notes), *saved]:
         click.echo(line, err=True)
-    hidden = plan.hidden if plan else len(fixer.hidden)
     if hidden:
-        click.echo(f"{hidden} more fix{'es' * (hidden != 1)} with --unsafe-fixes (they change "
-                   "what the model computes, so it needs training again).", err=True)
+        models = sum(RULES[code].scope == GRAPH for code in hidden)
+        what = ("what the model computes, so it needs training again" if models == len(hidden)
+                else "what the script does" if not models else
+                "what the models compute (they need training again) and what the scripts do")
+        count = len(hidden)
+        click.echo(f"{count} more fix{'es' * (count != 1)} with --unsafe-fixes "
+                   f"({'they change' if count != 1 else 'it changes'} {what}).", err=True)
+
+
+def _tell_checkpoints(plan) -> None:
+    """After --fix took biases away: old checkpoints need converting to load strictly."""
+    specs = sorted(set().union(*plan.debiased.values())) if plan.debiased else []
+    if not specs:
+        return
+    command = f"bnlint {shlex.quote(specs[0]) if len(specs) == 1 else 'SPEC'} " \
+              "--convert-checkpoint OLD.pt NEW.pt"
+    among = "" if len(specs) == 1 else f" (SPEC: {', '.join(map(shlex.quote, specs))})"
+    click.echo("Checkpoints saved before this fix hold the removed biases and no longer load "
+               f"with strict=True; convert each with `{command}`{among}.", err=True)
+
+
+def _convert_checkpoint(spec: str, old: Path, new: Path) -> None:
+    """--convert-checkpoint: write ``new``, ``old`` made to fit the fixed model ``spec``."""
+    import contextlib
+    import os
+    import tempfile
+    from collections.abc import Mapping
+
+    import torch
+
+    from bnlint.checkpoint import CheckpointError, convert_checkpoint
+
+    def fail(message: str) -> None:
+        click.echo(f"bnlint: error: {message}", err=True)
+        sys.exit(EXIT_ERROR)
+
+    if new.exists():
+        fail(f"{new} already exists; not overwriting it")
+    try:
+        state = torch.load(old, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a missing file, or not one torch.save wrote
+        fail(f"cannot read {old}: {exc}")
+    if not (isinstance(state, Mapping) and all(isinstance(v, torch.Tensor)
+                                               for v in state.values())):
+        fail(f"{old} holds no state_dict (names -> tensors); save `model.state_dict()`")
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # what the user's code prints
+            converted = convert_checkpoint(spec, state)
+    except CheckpointError as exc:
+        fail(f"{old}: {exc}")
+    fd, tmp = tempfile.mkstemp(dir=new.parent if str(new.parent) else ".", suffix=".bnlint")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(converted, handle)
+        os.replace(tmp, new)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    folded = [key for key in state if key not in converted]
+    click.echo(f"{new}: {old} for {spec}, with "
+               + (f"{len(folded)} bias{'es' * (len(folded) != 1)} folded into BatchNorm's "
+                  f"running mean ({', '.join(folded)})" if folded else "nothing to fold"))
 
 
 def _warn(report) -> None:
@@ -98,11 +158,13 @@ def _check_bench(ctx: click.Context, bench: bool, fmt: str, fixing: bool, plot) 
                                "pip install 'bnlint[plot]'")
 
 
-def _keep_fixable(models: list):
-    """``on_model`` for --bench: keep each model with a finding that has a fix."""
+def _visitor(fixer, benched: list | None):
+    """``on_model``: the source fixer sees every model; for --bench, keep each model with a
+    finding its graph fixes can fix."""
     def visit(spec, model, findings):
-        if any(f.fix for f in findings):
-            models.append((spec, model))
+        fixer.visit_model(spec, model, findings)
+        if benched is not None and any(f.fix for f in findings):
+            benched.append((spec, model))
     return visit
 
 
@@ -291,7 +353,8 @@ must (--bench), a common shape found by trying some on a copy of the model.
 \b
 Fixing: --diff shows the edits, --fix makes the safe ones, --unsafe-fixes adds the ones
 that change what the model computes. --save-fixed DIR writes each fixed model (code and
-weights) to a new folder in DIR.
+weights) to a new folder in DIR. After --fix removed biases, old checkpoints load again with
+  bnlint 'models/vgg.py:VGG("VGG11")' --convert-checkpoint old.pt new.pt
 \b
 Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to show;
 0 with --exit-zero), 2 usage error, a model that failed to load, or a file --fix could
@@ -330,6 +393,11 @@ not write.
               help="The shape of one input, without the batch dimension, for running the "
                    "models; an example_input() function in the model's file comes first, "
                    "INPUT_SHAPE after (see Inputs below).")
+@click.option("--convert-checkpoint", "convert", nargs=2, metavar="OLD.pt NEW.pt",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Make a state_dict saved before --fix removed biases load into the fixed "
+                   "model (the one PATH names) with strict=True, computing what it did: each "
+                   "removed bias is folded into BatchNorm's running mean. Writes NEW.pt.")
 @click.option("--bench", is_flag=True,
               help="Train each fixable model and a fixed copy side by side for a short budget and "
                    "say whether the fixes help (every fix of the enabled rules, unsafe ones "
@@ -397,8 +465,8 @@ not write.
               is_eager=True, help="List every rule and exit.")
 @click.version_option(__version__, "--version", prog_name="bnlint")
 def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show_diff, save_fixed,
-         bench, lr_sweep, plot, example, input_shape, data, steps, seeds, lr, time_budget, device,
-         fmt, config_file, baseline_file, generate_baseline, force_exclude, statistics,
+         convert, bench, lr_sweep, plot, example, input_shape, data, steps, seeds, lr, time_budget,
+         device, fmt, config_file, baseline_file, generate_baseline, force_exclude, statistics,
          output_file, exit_zero, quiet, color, stdin_filename, verbose):
     """Find BatchNorm mistakes in PyTorch models: a biased layer feeding BatchNorm (BN001),
     an activation before BatchNorm (BN002), and more (`bnlint --list-rules`)."""
@@ -419,43 +487,45 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
                                "--input-shape")
     _check_bench(click.get_current_context(), bench, fmt, apply_fixes or show_diff or save_fixed,
                  plot)
+    if convert and (len(paths) != 1 or apply_fixes or show_diff or save_fixed or bench
+                    or stdin_filename):
+        raise click.UsageError("--convert-checkpoint takes one PATH, the fixed model, and no "
+                               "--fix, --diff, --save-fixed, --bench or --stdin-filename")
     if output_file is not None:
         _write_output_to(ctx, output_file)
-    fixer = plan = entries = None
+    fixing = bool(apply_fixes or show_diff or save_fixed)
+    entries = None
     refused = False  # a file --fix could not write
     benched: list = []
     findings_status = EXIT_CLEAN if exit_zero else EXIT_FINDINGS
     try:
+        if convert:
+            _convert_checkpoint(paths[0], *convert)
+            sys.exit(EXIT_CLEAN)
         settings = load_config(file=config_file)
         ctx.with_resource(applying_per_file_ignores(settings))
         paths = _paths_to_check(ctx, paths, stdin_filename, settings, exclude, force_exclude, quiet)
         from bnlint.lint import lint_specs
+        from bnlint.sourcefix import SourceFixer, fix_files
 
         select, ignore = _codes(select) or settings.select, _codes(ignore) + settings.ignore
         given = _load_example(example, verbose)
-        if apply_fixes or show_diff or save_fixed:
-            from bnlint.sourcefix import SourceFixer
 
-            fixer = SourceFixer(enabled_codes(select, ignore), unsafe=unsafe_fixes,
-                                named=paths, save_to=save_fixed)
-        report = lint_specs(
-            paths,
-            select=select,
-            ignore=ignore,
-            exclude=list(exclude) + settings.exclude,
-            static=static,
-            on_model=fixer.visit_model if fixer else _keep_fixable(benched) if bench else None,
-            on_script=fixer.visit_script if fixer else None,
-            example=given,
-            input_shape=input_shape,
-        )
-        if fixer is not None and (apply_fixes or show_diff):
+        def lint(fixer, benched=None):
+            return lint_specs(paths, select=select, ignore=ignore,
+                              exclude=list(exclude) + settings.exclude, static=static,
+                              on_model=_visitor(fixer, benched), on_script=fixer.visit_script,
+                              example=given, input_shape=input_shape, weights=fixing or bench)
+
+        # every run plans the source fixes: the hints count only what --fix would change
+        fixer = SourceFixer(enabled_codes(select, ignore), unsafe=unsafe_fixes, named=paths,
+                            save_to=save_fixed, graph_fix=fixing)
+        report = lint(fixer, benched if bench else None)
+        if apply_fixes:
+            report, plan, refused = fix_files(report, fixer, lint)
+        else:
             plan = fixer.plan()
-            if not show_diff:
-                changes = len(plan.changes)
-                plan.write()
-                refused = len(plan.changes) < changes
-                report = plan.remaining(report, enabled_codes(select, ignore))
+            report = plan.mark(report)
         if bench:
             entries = _bench(benched, report, select, ignore, dict(
                 lr_sweep=lr_sweep, input_shape=input_shape, data=data, steps=steps, seeds=seeds,
@@ -484,8 +554,12 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
         for m in report.models:
             if m.status == "error":
                 click.echo(f"bnlint: error: {m.spec}: {m.reason}", err=True)
-        _tell(fixer, plan)
+        _tell([*plan.notes, *plan.explained(unsafe_fixes)], fixer.saved, plan.hidden)
         files = len(plan.changes)
+        if files and fixer.exposed:
+            click.echo(f"These edits make room for {fixer.exposed} more "
+                       f"fix{'es' * (fixer.exposed != 1)}: --fix checks the edited files again "
+                       "and makes what it can in the same run.", err=True)
         click.echo(f"Would apply {plan.fixes} fix{'es' * (plan.fixes != 1)} to {files} "
                    f"file{'s' * (files != 1)}." if files else "No fixes to apply.", err=True)
         sys.exit(EXIT_ERROR if report.has_errors else findings_status if files else EXIT_CLEAN)
@@ -497,8 +571,11 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
     _warn(report)
     if entries is not None:
         _show_bench(entries, fmt, plot, verbose)
-    if fixer is not None:
-        _tell(fixer, plan)
+    if apply_fixes:
+        _tell(plan.notes, fixer.saved, plan.hidden)
+        _tell_checkpoints(plan)
+    elif save_fixed:
+        _tell(fixer.notes, fixer.saved, fixer.hidden_graph)
     if report.has_errors or refused:
         if fmt in ("json", "sarif"):  # stdout is for programs: say on stderr what failed
             for m in report.models:
@@ -508,4 +585,4 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
     if entries and any(e.error for e in entries):
         sys.exit(EXIT_ERROR)
     # like a formatter in a pre-commit hook, --fix fails the run that changed files
-    sys.exit(findings_status if report.findings or (plan and plan.changes) else EXIT_CLEAN)
+    sys.exit(findings_status if report.findings or (apply_fixes and plan.changes) else EXIT_CLEAN)

@@ -38,6 +38,24 @@ with torch.no_grad():
     print(model(torch.randn(2, 3, 8, 8)))
 '''
 
+DYNAMIC = '''\
+import torch
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, bias=False)  # bnlint: ignore[BN001]
+        self.bn = nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        x = self.conv(x)  # how often the BatchNorm runs depends on the input's size
+        for _ in range(1 + int(x.shape[-1] > 16)):
+            x = self.bn(x)
+        return x
+'''
+
 
 def write(folder, name, text):
     (folder / name).write_text(textwrap.dedent(text), encoding="utf-8")
@@ -100,25 +118,19 @@ def test_lines_no_model_of_the_run_built_are_not_judged(tmp_path):
         def conv_bn(cin, cout):
             return nn.Sequential(nn.Conv2d(cin, cout, 3), nn.BatchNorm2d(cout))  # noqa: BN001
     ''')
-    write(tmp_path, "dynamic.py", '''\
-        import torch
-        import torch.nn as nn
-
-
-        class Net(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.conv = nn.Conv2d(3, 8, 3, bias=False)  # bnlint: ignore[BN001]
-                self.bn = nn.BatchNorm2d(8)
-
-            def forward(self, x):
-                x = self.conv(x)  # how often the BatchNorm runs depends on the input's size
-                for _ in range(1 + int(x.shape[-1] > 16)):
-                    x = self.bn(x)
-                return x
-    ''')
+    write(tmp_path, "dynamic.py", DYNAMIC.replace("(self, x):", "(self, batch):").replace(
+        "self.conv(x)", "self.conv(batch[\"image\"])"))  # no input bnlint can guess
     found, report = bn900(tmp_path, "blocks.py", "dynamic.py", "--select", "ALL")
     assert found == [] and report["models"][0]["opaque"] == [""]
+
+
+def test_lines_of_a_model_recorded_on_an_input_are_judged(tmp_path):
+    """Where fx cannot follow a forward, bnlint records a run of it: the model is seen in full,
+    so its comments are judged like those of a traced one."""
+    write(tmp_path, "dynamic.py", DYNAMIC)
+    found, report = bn900(tmp_path, "dynamic.py", "--select", "ALL")
+    assert report["models"][0]["opaque"] == []
+    assert [(path, line) for path, line, _, _ in found] == [("dynamic.py", 8)]
 
 
 def test_unknown_codes_in_its_own_comments_are_reported_whatever_ran(tmp_path):

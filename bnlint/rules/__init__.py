@@ -81,6 +81,14 @@ RULES: dict[str, Rule] = {
             fix="unsafe",
         ),
         Rule(
+            code="BN006",
+            name="batchnorm-wrong-axis",
+            summary="BatchNorm1d on (batch, length, features) values normalises the positions",
+            scope=GRAPH,
+            impl="bnlint.rules.wrong_axis",
+            fix="unsafe",
+        ),
+        Rule(
             code="BN900",
             name="unused-suppression",
             summary="Suppression comment that suppresses no finding of the rules that ran",

@@ -2,10 +2,10 @@
 
 It is judged after the other rules ran, from what they did, and only for the rules that ran and
 where they looked: a script rule reads every line of the files it checks; a graph rule sees the
-lines where a fully traced model built its layers. So under ``--static`` a comment silencing
-BN001 is never called unused, nor is one in a helper file whose layers no model checked here
-uses. A bare ``# noqa`` belongs to every linter and is left alone; a bare ``# bnlint: ignore``
-is judged only when every rule ran.
+lines where a model seen in full (traced, or recorded on an input) built its layers. So under
+``--static`` a comment silencing BN001 is never called unused, nor is one in a helper file
+whose layers no model checked here uses. A bare ``# noqa`` belongs to every linter and is left
+alone; a bare ``# bnlint: ignore`` is judged only when every rule ran.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Usage:
     seen: set[tuple[str, int]] = field(default_factory=set)
 
     def saw(self, model) -> None:
-        """Record the lines where ``model``, traced in full, built its layers."""
+        """Record the lines where ``model``, seen in full, built its layers."""
         for site in source.built_by_call(model):
             self.seen.update((site.path, line) for line in range(site.line, site.end_line + 1))
 
