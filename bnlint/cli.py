@@ -17,11 +17,11 @@ from pathlib import Path
 
 import click
 
-from bnlint import __version__
+from bnlint import __version__, baseline
 from bnlint.bench import render as render_bench
 from bnlint.bench.results import DEFAULTS as BENCH_DEFAULTS, MAX_STEPS, MIN_STEPS
-from bnlint.config import ConfigError, load_config
-from bnlint.render import FORMATS, render
+from bnlint.config import ConfigError, applying_per_file_ignores, load_config
+from bnlint.render import COLORS, FORMATS, render
 from bnlint.rules import GRAPH, RULES, UnknownRuleError, enabled_codes
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -305,6 +305,81 @@ class _Command(click.Command):
             sys.stdout = stdout
 
 
+def _check_run_options(paths, stdin_filename, generate_baseline, statistics, fmt,
+                       fixing_or_bench) -> None:
+    """Usage errors of the options that choose what a run reads and what it reports."""
+    if "-" in paths and len(paths) > 1:
+        raise click.UsageError("- (standard input) must be the only PATH")
+    if "-" in paths and not stdin_filename:
+        raise click.UsageError("- reads the file from standard input: name the file it stands "
+                               "for with --stdin-filename PATH")
+    if stdin_filename and paths not in ((), ("-",)):
+        raise click.UsageError("--stdin-filename names the text read from standard input; give "
+                               "- as the only PATH")
+    if stdin_filename and fixing_or_bench:
+        raise click.UsageError("text read from standard input is only checked: it goes with "
+                               "neither --fix, --diff, --save-fixed nor --bench")
+    if generate_baseline and (fixing_or_bench or statistics):
+        raise click.UsageError("--generate-baseline writes the findings to a file; it goes with "
+                               "neither --fix, --diff, --save-fixed, --bench nor --statistics")
+    if statistics and fmt not in ("text", "concise", "json"):
+        raise click.UsageError("--statistics prints a table as text, or JSON with --format json")
+
+
+def _write_output_to(ctx: click.Context, path: Path) -> None:
+    """Send what goes to stdout (the report, the diff) to ``path`` for the rest of the run."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stream = path.open("w", encoding="utf-8")
+    except OSError as exc:
+        click.echo(f"bnlint: error: --output-file: cannot write {path}: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    previous = sys.stdout
+
+    def close() -> None:
+        sys.stdout = previous
+        stream.close()
+
+    sys.stdout = stream
+    ctx.call_on_close(close)
+
+
+def _paths_to_check(ctx: click.Context, paths, stdin_filename, settings, exclude,
+                    force_exclude: bool, quiet: bool) -> list[str]:
+    """The specs to lint: ``paths``, less those --force-exclude skips, or a temporary copy of
+    standard input standing in for ``stdin_filename``; a run left with none ends here."""
+    from bnlint import source
+    from bnlint.load import force_excluded
+
+    patterns = [*exclude, *settings.exclude]
+    text = click.get_binary_stream("stdin").read() if stdin_filename else b""
+    named = [stdin_filename] if stdin_filename else list(paths)
+    kept = [p for p in named if not (force_exclude and force_excluded(p, patterns))]
+    if not kept:
+        if not quiet:
+            click.echo("bnlint: every path given is excluded (--force-exclude); nothing to "
+                       "check", err=True)
+        sys.exit(EXIT_CLEAN)
+    if stdin_filename:
+        return [str(ctx.with_resource(source.standing_in(text, stdin_filename)))]
+    return kept
+
+
+def _generate_baseline(report, path: Path, quiet: bool) -> None:
+    """Write the baseline and end the run: 0, or 2 when a model could not be checked (its
+    findings are missing from the file)."""
+    entries = baseline.write(report, path)
+    _warn(report)
+    for m in report.models:
+        if m.status == "error":
+            click.echo(f"bnlint: error: {m.spec}: {m.reason}", err=True)
+    if not quiet:
+        found = len(report.findings)
+        click.echo(f"Wrote {found} finding{'s' * (found != 1)} ({entries} "
+                   f"entr{'y' if entries == 1 else 'ies'}) to the baseline {path}.", err=True)
+    sys.exit(EXIT_ERROR if report.has_errors else EXIT_CLEAN)
+
+
 EPILOG = """\b
 PATHS are .py files, folders (searched recursively), or specs naming a model:
   bnlint models/                        every model the files define
@@ -314,6 +389,11 @@ PATHS are .py files, folders (searched recursively), or specs naming a model:
 A plain file is imported only if its top level just defines things; a script that
 would start work on import is skipped and named. Configure defaults in
 [tool.bnlint] of pyproject.toml; silence one line with `# bnlint: ignore[BN001]`.
+\b
+In a project with findings already: `--generate-baseline FILE` records them, and
+`--baseline FILE` (or `baseline` in [tool.bnlint]) then reports only new ones;
+`per-file-ignores` in [tool.bnlint] turns rules off in some files. Editors pass the
+text of a buffer on stdin: bnlint - --stdin-filename path/to/file.py --format concise
 \b
 Inputs: where a model must be run (to see what tracing cannot, or for --bench), its
 forward's input is the first of: --example; example_input() in the model's file;
@@ -327,8 +407,9 @@ that change what the model computes. --save-fixed DIR writes each fixed model (c
 weights) to a new folder in DIR. After --fix removed biases, old checkpoints load again with
   bnlint 'models/vgg.py:VGG("VGG11")' --convert-checkpoint old.pt new.pt
 \b
-Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to show),
-2 usage error, a model that failed to load, or a file --fix could not write.
+Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to show;
+0 with --exit-zero), 2 usage error, a model that failed to load, or a file --fix could
+not write.
 """
 
 
@@ -396,7 +477,40 @@ Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to
 @click.option("--device", metavar="DEVICE",
               help="With --bench: where to train. Default: cuda when available, else cpu.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
-              help="Output format: text for people, json, sarif (code scanning), github (annotations).")
+              help="Output format: text for people (each finding with its line of code), concise "
+                   "(one line each), json, sarif (code scanning), github (annotations).")
+@click.option("--config", "config_file", metavar="FILE",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Take the settings from the [tool.bnlint] table of FILE, not from the nearest "
+                   "pyproject.toml.")
+@click.option("--baseline", "baseline_file", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE",
+              help="Report only the findings that FILE (written by --generate-baseline) does not "
+                   "hold; the summary says how many it hid. Default: `baseline` in [tool.bnlint].")
+@click.option("--generate-baseline", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE",
+              help="Write every finding to FILE, to be committed, and exit 0: later runs with "
+                   "--baseline FILE report only new ones. Findings since fixed drop out.")
+@click.option("--force-exclude", is_flag=True,
+              help="Skip paths named on the command line that `exclude` (or the folders always "
+                   "skipped) match, as for files found in a folder: for pre-commit, which names "
+                   "each file.")
+@click.option("--statistics", is_flag=True,
+              help="Print one line per rule, with its count, code and name, in place of the "
+                   "findings (as text, or JSON with --format json).")
+@click.option("-o", "--output-file", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="Write the report to FILE instead of standard output.")
+@click.option("--exit-zero", is_flag=True,
+              help="Exit with status 0 when there are findings; errors still exit with 2.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Print only the findings and the models that failed: no summary, no skipped "
+                   "or partly analysed models. Errors and warnings about the run remain.")
+@click.option("--color", type=click.Choice(COLORS), default="auto", show_default=True,
+              help="Style the text output; auto: on a terminal, unless NO_COLOR is set.")
+@click.option("--stdin-filename", metavar="PATH",
+              help="With - as the only PATH: check the text read from standard input as if it "
+                   "were the file PATH (editors use this): its script rules run on it, and its "
+                   "models are imported under that name. Findings name PATH.")
 @click.option("-v", "--verbose", is_flag=True,
               help="Show tracebacks of failing models and every model analysed.")
 @click.option("--explain", metavar="CODE", callback=_explain, expose_value=False, is_eager=True,
@@ -406,36 +520,45 @@ Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to
 @click.version_option(__version__, "--version", prog_name="bnlint")
 def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show_diff, save_fixed,
          convert, bench, lr_sweep, plot, example, input_shape, data, steps, seeds, lr, time_budget,
-         device,
-         fmt, verbose):
+         device, fmt, config_file, baseline_file, generate_baseline, force_exclude, statistics,
+         output_file, exit_zero, quiet, color, stdin_filename, verbose):
     """Find BatchNorm mistakes in PyTorch models: a biased layer feeding BatchNorm (BN001),
     an activation before BatchNorm (BN002), and more (`bnlint --list-rules`)."""
-    if not paths:
+    ctx = click.get_current_context()
+    _check_run_options(paths, stdin_filename, generate_baseline, statistics, fmt,
+                       apply_fixes or show_diff or save_fixed or bench)
+    if not paths and not stdin_filename:
         raise click.UsageError("give the files, folders or model specs to check, e.g. `bnlint .`")
     if unsafe_fixes and not (apply_fixes or show_diff or save_fixed):
         raise click.UsageError("--unsafe-fixes goes with --fix, --diff or --save-fixed")
     if show_diff and apply_fixes:
         raise click.UsageError("--diff shows the fixes without writing them; --fix writes them: "
                                "choose one")
-    if show_diff and fmt != "text":
+    if show_diff and fmt not in ("text", "concise"):
         raise click.UsageError("--diff prints a unified diff; it does not go with --format")
     if static and (example or input_shape):
         raise click.UsageError("--static runs no model, so it takes no --example or "
                                "--input-shape")
     _check_bench(click.get_current_context(), bench, fmt, apply_fixes or show_diff or save_fixed,
                  plot)
-    if convert and (len(paths) != 1 or apply_fixes or show_diff or save_fixed or bench):
+    if convert and (len(paths) != 1 or apply_fixes or show_diff or save_fixed or bench
+                    or stdin_filename):
         raise click.UsageError("--convert-checkpoint takes one PATH, the fixed model, and no "
-                               "--fix, --diff, --save-fixed or --bench")
+                               "--fix, --diff, --save-fixed, --bench or --stdin-filename")
+    if output_file is not None:
+        _write_output_to(ctx, output_file)
     fixing = bool(apply_fixes or show_diff or save_fixed)
     entries = None
     refused = False  # a file --fix could not write
     benched: list = []
+    findings_status = EXIT_CLEAN if exit_zero else EXIT_FINDINGS
     try:
         if convert:
             _convert_checkpoint(paths[0], *convert)
             sys.exit(EXIT_CLEAN)
-        settings = load_config()
+        settings = load_config(file=config_file)
+        ctx.with_resource(applying_per_file_ignores(settings))
+        paths = _paths_to_check(ctx, paths, stdin_filename, settings, exclude, force_exclude, quiet)
         from bnlint.lint import lint_specs
         from bnlint.sourcefix import SourceFixer, fix_files
 
@@ -461,7 +584,11 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
             entries = _bench(benched, report, select, ignore, dict(
                 lr_sweep=lr_sweep, input_shape=input_shape, data=data, steps=steps, seeds=seeds,
                 lr=lr, time_budget=time_budget, device=device))
-    except (ConfigError, UnknownRuleError) as exc:
+        if generate_baseline:
+            _generate_baseline(report, generate_baseline, quiet)
+        if baseline_file or settings.baseline:
+            report = baseline.apply(report, baseline_file or settings.baseline)
+    except (ConfigError, UnknownRuleError, baseline.BaselineError) as exc:
         click.echo(f"bnlint: error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
@@ -489,11 +616,12 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
                        "and makes what it can in the same run.", err=True)
         click.echo(f"Would apply {plan.fixes} fix{'es' * (plan.fixes != 1)} to {files} "
                    f"file{'s' * (files != 1)}." if files else "No fixes to apply.", err=True)
-        sys.exit(EXIT_ERROR if report.has_errors else EXIT_FINDINGS if files else EXIT_CLEAN)
+        sys.exit(EXIT_ERROR if report.has_errors else findings_status if files else EXIT_CLEAN)
     if entries is not None and fmt == "json":
         render_bench.render_json(report, entries, sys.stdout)
     else:
-        render(report, fmt, sys.stdout, verbose=verbose)
+        render(report, fmt, sys.stdout, verbose=verbose, color=color, quiet=quiet,
+               statistics=statistics)
     _warn(report)
     if entries is not None:
         _show_bench(entries, fmt, plot, verbose)
@@ -511,4 +639,4 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
     if entries and any(e.error for e in entries):
         sys.exit(EXIT_ERROR)
     # like a formatter in a pre-commit hook, --fix fails the run that changed files
-    sys.exit(EXIT_FINDINGS if report.findings or (apply_fixes and plan.changes) else EXIT_CLEAN)
+    sys.exit(findings_status if report.findings or (apply_fixes and plan.changes) else EXIT_CLEAN)

@@ -24,26 +24,30 @@ def locate(root: nn.Module, prefix: str, node: fx.Node) -> source.Site | None:
     return source.call_site(node.stack_trace, name.rstrip("_"))
 
 
-def unsuppressed_hits(root: nn.Module, units: Iterable[Unit],
-                      rules: Iterable[Rule]) -> Iterator[tuple[Rule, Hit, source.Site | None]]:
+def unsuppressed_hits(root: nn.Module, units: Iterable[Unit], rules: Iterable[Rule],
+                      used: set | None = None) -> Iterator[tuple[Rule, Hit, source.Site | None]]:
     """The hits of ``rules`` in traced pieces of ``root`` that no comment suppresses, with their
-    place in the user's code. ``units`` may come from a copy of ``root``: names are the same."""
+    place in the user's code. ``units`` may come from a copy of ``root``: names are the same.
+    ``used`` collects the comments that suppressed one (see ``config.is_suppressed``)."""
     for unit in units:
         for rule in rules:
             for hit in rule.implementation().check(unit.gm, unit.prefix):
                 site = locate(root, unit.prefix, hit.anchor)
-                if site and config.is_suppressed(hit.code, site.path, site.line, site.end_line):
+                if site and config.is_suppressed(hit.code, site.path, site.line, site.end_line,
+                                                 used):
                     continue
                 yield rule, hit, site
 
 
-def traced_with_input(model: nn.Module, example: Example | None, rules: list[Rule]
+def traced_with_input(model: nn.Module, example: Example | None, rules: list[Rule],
+                      used: set | None = None
                       ) -> tuple[Traced, list[tuple[Rule, Hit, source.Site | None]], Example | None]:
     """``model`` traced, the hits of ``rules`` in it, and the input it was traced with. Without
     an ``example``, a forward fx cannot follow makes bnlint probe for an input the model takes
     and record a run on it. A probed input is a guess that shows how layers connect, not the
     layout the model is meant for (a Linear runs on (batch, features) and on (batch, length,
-    features) alike), so the shapes it gives are dropped and no rule decides anything by them."""
+    features) alike), so the shapes it gives are dropped and no rule decides anything by them.
+    ``used`` collects the suppression comments that silenced a hit."""
     traced = trace_model(model, example)
     if example is None and traced.opaque:
         probed = probe(model)
@@ -52,15 +56,17 @@ def traced_with_input(model: nn.Module, example: Example | None, rules: list[Rul
             for unit in traced.units:
                 for node in unit.gm.graph.nodes:
                     node.meta.pop("tensor_meta", None)
-    return traced, list(unsuppressed_hits(model, traced.units, rules)), example
+    return traced, list(unsuppressed_hits(model, traced.units, rules, used)), example
 
 
 def analyse(model: nn.Module, model_name: str, codes: Iterable[str],
-            example: Example | None = None) -> tuple[list[Finding], ModelResult]:
+            example: Example | None = None,
+            used: set | None = None) -> tuple[list[Finding], ModelResult]:
     """Findings for one model (unmerged, one per offending node) and what tracing achieved.
-    ``example`` is the forward's input, when one is known."""
+    ``example`` is the forward's input, when one is known; ``used`` collects the suppression
+    comments that silenced a finding."""
     rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == GRAPH]
-    traced, hits, example = traced_with_input(model, example, rules)
+    traced, hits, example = traced_with_input(model, example, rules, used)
     findings = []
     for rule, hit, site in hits:
         findings.append(Finding(

@@ -105,7 +105,8 @@ class Report:
 
     ``rules`` are the codes that ran; ``warnings`` say why a run checked less than asked (no
     rule enabled, nothing to check). ``fixed`` is ``None`` unless the run fixed files: then it
-    holds the findings the edits resolved, and ``findings`` what remains.
+    holds the findings the edits resolved, and ``findings`` what remains. ``baselined`` is
+    ``None`` unless a baseline was applied: then it counts the findings it hid.
     """
 
     findings: list[Finding] = field(default_factory=list)
@@ -113,6 +114,7 @@ class Report:
     rules: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     fixed: list[Finding] | None = None
+    baselined: int | None = None
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -133,6 +135,8 @@ class Report:
         }
         if self.fixed is not None:
             summary["fixed"] = len(self.fixed)
+        if self.baselined is not None:
+            summary["baselined"] = self.baselined
         return summary
 
     @property

@@ -14,18 +14,20 @@ import weakref
 from collections.abc import Iterable
 from pathlib import Path
 
-from bnlint import config, notebook
+from bnlint import config, notebook, source
 from bnlint.edits import read_source
 from bnlint.findings import Finding, ModelResult, Report
 from bnlint.inputs import Example, resolve
 from bnlint.load import LoadError, build, load, spec_path
-from bnlint.rules import GRAPH, RULES, SCRIPT, enabled_codes
+from bnlint.rules import GRAPH, RULES, SCRIPT, enabled_codes, unused_suppression
 
 
-def check_scripts(files: Iterable[Path], codes: set[str], on_script=None) -> list[Finding]:
+def check_scripts(files: Iterable[Path], codes: set[str], on_script=None,
+                  used: set | None = None) -> list[Finding]:
     """Run the enabled script rules (static: the files are parsed, never run). A notebook is
     checked as the script of its code cells, its findings placed in their cells.
-    ``on_script(path, text, tree)`` sees every file they read (the fixer gathers edits)."""
+    ``on_script(path, text, tree)`` sees every file they read (the fixer gathers edits);
+    ``used`` collects the suppression comments that silenced a finding."""
     rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == SCRIPT]
     findings: list[Finding] = []
     if not rules:
@@ -41,7 +43,8 @@ def check_scripts(files: Iterable[Path], codes: set[str], on_script=None) -> lis
             on_script(path, text, tree)
         for rule in rules:
             for finding in rule.implementation().check(path, text, tree):
-                if not config.is_suppressed(finding.code, str(path), finding.line, finding.line):
+                if not config.is_suppressed(finding.code, str(path), finding.line, finding.line,
+                                            used):
                     findings.append(script.place(finding) if script else finding)
     return findings
 
@@ -50,7 +53,7 @@ def lint_specs(specs: Iterable[str], *, select=None, ignore=None, exclude=(),
                static: bool = False, on_model=None, on_script=None,
                example: Example | None = None, input_shape=None,
                weights: bool | None = None) -> Report:
-    """``static=True`` keeps only the script rules; whenever no graph rule is enabled, nothing
+    """``static=True`` drops the graph rules; whenever no graph rule is enabled, nothing
     is imported, so neither torch nor the user's packages are needed.
     ``on_model(spec, model, findings)`` sees each model while it is alive, with its unmerged
     findings, and ``on_script`` each script file read: that is how fixes are gathered.
@@ -68,6 +71,7 @@ def lint_specs(specs: Iterable[str], *, select=None, ignore=None, exclude=(),
         found = resolve(model, example, input_shape=input_shape, homes=homes, probing=False)
         return model, note, found
 
+    source.forget_files()  # files read by an earlier run in this process may have changed
     # The user's code may print while it is imported, built, run or traced: that goes to
     # stderr, so stdout holds only bnlint's report (which may be JSON or SARIF).
     with contextlib.redirect_stdout(sys.stderr):
@@ -80,10 +84,11 @@ def lint_specs(specs: Iterable[str], *, select=None, ignore=None, exclude=(),
 def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare) -> Report:
     selected = codes = enabled_codes(select, ignore)
     if static:
-        codes = {c for c in codes if RULES[c].scope == SCRIPT}
+        codes = {c for c in codes if RULES[c].scope != GRAPH}
     loaded = load(specs, exclude, import_models=any(RULES[c].scope == GRAPH for c in codes))
     results: list[ModelResult] = list(loaded.results)
-    findings = check_scripts(loaded.files, codes, on_script)
+    usage = unused_suppression.Usage() if unused_suppression.CODE in codes else None
+    findings = check_scripts(loaded.files, codes, on_script, usage and usage.used)
     used: set[type] = set()  # classes some analysed model contains
     if loaded.candidates:
         from bnlint.engine import analyse, merge
@@ -101,7 +106,10 @@ def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare) 
                 continue
             analysed.add(model)
             try:
-                found, result = analyse(model, candidate.spec, codes, example=example)
+                found, result = analyse(model, candidate.spec, codes, example=example,
+                                        used=usage and usage.used)
+                if usage and not result.opaque:
+                    usage.saw(model)
                 if note:
                     result.notes.append(note)
                 if on_model is not None:
@@ -115,6 +123,8 @@ def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare) 
             results.append(result)
             used.update(type(m) for m in model.modules())
         findings += merge(model_findings)
+    if usage:
+        findings += unused_suppression.check(usage, loaded.files, codes)
     results += [r for cls, r in loaded.needs_arguments.items() if cls not in used]
     for result in results:
         result.path = result.path or spec_path(result.spec)

@@ -72,26 +72,40 @@ class LoadError(Exception):
 
 # --- finding files -----------------------------------------------------------------------------
 
+def excluded(path: Path, exclude: Iterable[str] = ()) -> bool:
+    """Whether a folder search skips ``path``: its name or its path matches one of
+    ``exclude`` or of the folders always skipped (names or globs)."""
+    return any(fnmatch.fnmatch(path.name, pat) or fnmatch.fnmatch(path.as_posix(), pat)
+               for pat in (*DEFAULT_EXCLUDE, *exclude))
+
+
 def python_files(path: Path, exclude: Iterable[str] = ()) -> Iterator[Path]:
     """``path`` itself, or the .py files and notebooks below it, skipping virtualenvs, build
     output, hidden folders and anything matching ``exclude`` (names or globs)."""
-    patterns = [*DEFAULT_EXCLUDE, *exclude]
-
-    def excluded(p: Path) -> bool:
-        return any(fnmatch.fnmatch(p.name, pat) or fnmatch.fnmatch(p.as_posix(), pat)
-                   for pat in patterns)
-
     if path.is_file():
         yield path
         return
     for root, dirs, files in os.walk(path):
         root_path = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not excluded(root_path / d)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and not excluded(root_path / d, exclude)
                          and not (root_path / d / "pyvenv.cfg").exists())
         for name in sorted(files):
             candidate = root_path / name
-            if name.endswith((".py", ".ipynb")) and not excluded(candidate):
+            if name.endswith((".py", ".ipynb")) and not excluded(candidate, exclude):
                 yield candidate
+
+
+def force_excluded(spec: str, exclude: Iterable[str] = ()) -> bool:
+    """Whether a path named explicitly (or the file of a ``file.py:EXPR`` spec) is one a
+    folder search would skip, by its name or a folder above it (``--force-exclude``)."""
+    target, _ = split_spec(spec)
+    path = Path(target)
+    if not (path.exists() or target.endswith(".py")):
+        return False  # package.module:EXPR
+    if path.is_absolute():
+        path = Path(os.path.relpath(path))
+    return any(excluded(part, exclude) for part in (path, *path.parents) if part.name)
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
@@ -175,20 +189,26 @@ def _on_sys_path(folder: Path):
 def _import_file(path: Path):
     """Import a file as a module (``__name__`` is not ``"__main__"``), with its folder on
     sys.path so its sibling imports work; files inside a package import as part of it."""
-    from bnlint.source import recording
+    from bnlint.source import original_path, recording
 
     path = path.resolve()
-    package_parts = [path.stem]
-    folder = path.parent
+    # text read from stdin is imported from its copy, as the module of the file it stands for
+    where = Path(original_path(path)).resolve()
+    package_parts = [where.stem]
+    folder = where.parent
     while (folder / "__init__.py").exists():
         package_parts.insert(0, folder.name)
         folder = folder.parent
     # the working directory too, as `python -m` puts it there: projects import from their root
-    with _on_sys_path(Path.cwd()), _on_sys_path(folder), _on_sys_path(path.parent), recording():
-        if len(package_parts) > 1:
+    with _on_sys_path(Path.cwd()), _on_sys_path(folder), _on_sys_path(where.parent), recording():
+        if len(package_parts) > 1 and where == path:
             return importlib.import_module(".".join(package_parts))
-        name = f"bnlint_user_{abs(hash(str(path))):x}_{path.stem}"
-        if name in sys.modules:
+        if len(package_parts) > 1:
+            importlib.import_module(".".join(package_parts[:-1]))  # for its relative imports
+            name = ".".join(package_parts)
+        else:
+            name = f"bnlint_user_{abs(hash(str(path))):x}_{path.stem}"
+        if name in sys.modules and where == path:
             return sys.modules[name]
         # an explicit loader, so a script without the .py suffix imports too
         loader = importlib.machinery.SourceFileLoader(name, str(path))

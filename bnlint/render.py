@@ -1,20 +1,34 @@
-"""Report -> text for people (rich), JSON, SARIF 2.1.0 for code scanning, GitHub annotations."""
+"""Report -> text for people (rich; ``concise``: one line per finding), JSON, SARIF 2.1.0 for
+code scanning, GitHub annotations; and per-rule statistics as text or JSON."""
 
 from __future__ import annotations
 
+import ast
 import json
+import os
+import re
 from typing import TextIO
 
-from bnlint import __version__, notebook
-from bnlint.findings import SAFE, ModelResult, Report
+from bnlint import __version__, notebook, source
+from bnlint.findings import SAFE, Finding, ModelResult, Report
 from bnlint.rules import RULES
 
-FORMATS = ("text", "json", "sarif", "github")
+FORMATS = ("text", "concise", "json", "sarif", "github")
+COLORS = ("auto", "always", "never")
 
 
-def render(report: Report, fmt: str, out: TextIO, *, verbose: bool = False) -> None:
-    {"text": render_text, "json": render_json, "sarif": render_sarif, "github": render_github}[fmt](
-        report, out, verbose=verbose)
+def render(report: Report, fmt: str, out: TextIO, *, verbose: bool = False, color: str = "auto",
+           quiet: bool = False, statistics: bool = False) -> None:
+    """``quiet``: the findings and failing models only; ``statistics``: a count per rule in
+    place of the findings (as text or JSON)."""
+    if fmt in ("text", "concise"):
+        render_text(report, out, verbose=verbose, color=color, quiet=quiet,
+                    statistics=statistics, snippets=fmt == "text")
+    elif statistics:
+        render_statistics(report, out)
+    else:
+        {"json": render_json, "sarif": render_sarif, "github": render_github}[fmt](
+            report, out, verbose=verbose)
 
 
 def _where(f) -> str:
@@ -58,15 +72,50 @@ def _head(report: Report) -> str:
                 f"{'was' if partly == 1 else 'were'} only partly analysed")
     if not report.complete:
         return "No findings in what was checked"
+    if report.baselined:
+        return "[green]No new findings[/]"
     return "[green]All checks passed![/]"
 
 
-def render_text(report: Report, out: TextIO, *, verbose: bool = False) -> None:
+def console_for(out: TextIO, color: str = "auto"):
+    """A rich console writing to ``out``. ``color``: ``always`` styles the text, ``never`` does
+    not, ``auto`` styles it on a terminal unless the ``NO_COLOR`` variable is set (not empty),
+    which turns off every style, bold included."""
     from rich.console import Console
+
+    if color == "always":
+        return Console(file=out, highlight=False, soft_wrap=True, force_terminal=True,
+                       color_system="standard", no_color=False)
+    plain = color == "never" or bool(os.environ.get("NO_COLOR"))
+    return Console(file=out, highlight=False, soft_wrap=True,
+                   **({"color_system": None} if plain else {}))
+
+
+def statistics(report: Report) -> list[tuple[int, str, str]]:
+    """``(count, code, name)`` per rule with findings, the most frequent first."""
+    counts = report.summary["by_code"]
+    return sorted(((n, code, RULES[code].name) for code, n in counts.items()),
+                  key=lambda row: (-row[0], row[1]))
+
+
+def render_statistics(report: Report, out: TextIO) -> None:
+    json.dump([{"code": code, "name": name, "count": n} for n, code, name in statistics(report)],
+              out, indent=2)
+    out.write("\n")
+
+
+def render_text(report: Report, out: TextIO, *, verbose: bool = False, color: str = "auto",
+                quiet: bool = False, statistics: bool = False, snippets: bool = False) -> None:
+    """Each finding (``snippets``: with the line of code it points at), or with ``statistics``
+    a count per rule; then the models that failed, were skipped or partly analysed, and the
+    summary. ``quiet`` keeps the findings and the failures."""
     from rich.markup import escape
 
-    console = Console(file=out, highlight=False, soft_wrap=True)
-    for f in report.findings:
+    console = console_for(out, color)
+    files: dict = {}  # path -> where its expressions start and end, for the snippets
+    if statistics:
+        _statistics_text(console, report)
+    for f in () if statistics else report.findings:
         mark = " [cyan]\\[*][/]" if f.fix == SAFE else ""
         console.print(f"[bold]{escape(_where(f))}:[/] [bold red]{f.code}[/]{mark} {escape(f.message)}")
         context = [f"model {f.model}"] if f.model else []
@@ -74,11 +123,15 @@ def render_text(report: Report, out: TextIO, *, verbose: bool = False) -> None:
             context.append(f"module {f.module}")
         if context:
             console.print(f"    [dim]{escape(', '.join(context))}[/]")
+        if snippets:
+            _snippet(console, f, files)
     for m in report.models:
         if m.status == "error":
             console.print(f"[bold]{escape(m.spec)}:[/] [bold red]error[/] {escape(m.reason or '')}")
             if verbose and m.detail:
                 console.print(escape(m.detail.rstrip()), style="dim")
+        elif quiet:
+            continue
         elif m.status == "skipped":
             console.print(f"[bold]{escape(m.spec)}:[/] [yellow]skipped[/] {escape(m.reason or '')}")
         elif m.opaque:
@@ -97,6 +150,8 @@ def render_text(report: Report, out: TextIO, *, verbose: bool = False) -> None:
             input_ = m.example.describe() if m.example else "none given"
             for note in (f"input: {input_}", *m.notes):
                 console.print(f"    [dim]{escape(note)}[/]")
+    if quiet:
+        return
     s = report.summary
     fixed = None if report.fixed is None else len(report.fixed)
     counts = [f"{_plural(s['models_analysed'], 'model')} analysed"]
@@ -108,6 +163,8 @@ def render_text(report: Report, out: TextIO, *, verbose: bool = False) -> None:
         counts.append(f"{s['models_skipped']} skipped")
     if s["models_failed"]:
         counts.append(f"[red]{s['models_failed']} failed[/]")
+    if report.baselined:
+        counts.append(f"{_plural(report.baselined, 'finding')} hidden by the baseline")
     console.print(f"{_head(report)} ({', '.join(counts)}).")
     if fixed is not None:
         return  # the fix run itself says what it could not fix
@@ -120,6 +177,62 @@ def render_text(report: Report, out: TextIO, *, verbose: bool = False) -> None:
                     "change what the code does")
     if hint:
         console.print("; ".join(hint) + " (`--diff` shows the edits first).")
+
+
+def _statistics_text(console, report: Report) -> None:
+    rows = statistics(report)
+    width = max((len(str(n)) for n, _, _ in rows), default=1)
+    for n, code, name in rows:
+        console.print(f"{n:>{width}}  [bold red]{code}[/]  {name}")
+
+
+def _snippet(console, f: Finding, files: dict) -> None:
+    """The line a finding points at, with a caret under the code it means, as ruff shows it."""
+    from rich.text import Text
+
+    text = source.source_line(f.path, f.line) if f.path and f.line else ""
+    if not text.strip():
+        return
+    start = min(max((f.col or 1) - 1, 0), len(text))
+    if f.path not in files:
+        files[f.path] = _expressions(f.path)
+    end = _extent(files[f.path], f.line, start, text)
+    shown, before = text.expandtabs(), len(text[:start].expandtabs())
+    carets = max(len(text[:end].expandtabs()) - before, 1)
+    gutter = " " * len(str(f.line))
+    console.print(Text(f"{gutter} |", style="bold blue"))
+    console.print(Text.assemble((f"{f.line} |", "bold blue"), f" {shown}"))
+    console.print(Text.assemble((f"{gutter} |", "bold blue"), " " * (before + 1),
+                                ("^" * carets + f" {f.code}", "bold red")))
+    console.print(Text(f"{gutter} |", style="bold blue"))
+    console.print()
+
+
+def _extent(expressions: dict, line: int, start: int, text: str) -> int:
+    """Where the code a finding points at ends on its line (a character index): the longest
+    expression starting there, else a comment to the line's end, else the word there."""
+    offset = len(text[:start].encode())
+    end = expressions.get((line, offset))
+    if end is not None:
+        end_line, end_offset = end
+        if end_line == line:
+            return len(text.encode()[:end_offset].decode("utf-8", "ignore"))
+        return len(text.rstrip())
+    if text[start:].startswith("#"):
+        return len(text.rstrip())
+    word = re.match(r"\w+", text[start:])
+    return start + (len(word[0]) if word else 1)
+
+
+def _expressions(path: str) -> dict[tuple[int, int], tuple[int, int]]:
+    """Where each expression of a file starts -> where the longest one starting there ends."""
+    tree = source.parse(path)
+    ends: dict[tuple[int, int], tuple[int, int]] = {}
+    for node in ast.walk(tree) if tree is not None else ():
+        if isinstance(node, ast.expr):
+            start, end = (node.lineno, node.col_offset), (node.end_lineno, node.end_col_offset)
+            ends[start] = max(ends.get(start, end), end)
+    return ends
 
 
 def _print_traced_by(console, m) -> None:

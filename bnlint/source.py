@@ -8,7 +8,9 @@ import importlib.util
 import os
 import re
 import sys
+import tempfile
 import weakref
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -41,14 +43,49 @@ class Site:
 
 
 def display_path(path: str | os.PathLike | None) -> str | None:
-    """Paths below the working directory are shown relative to it, as other linters do."""
+    """Paths below the working directory are shown relative to it, as other linters do; a
+    copy of text read from stdin under the name it was given."""
     if path is None:
         return None
+    path = original_path(path)
     try:
         relative = os.path.relpath(path)
     except ValueError:
         return str(path)
     return str(path) if relative.startswith("..") else relative
+
+
+# --- text read from stdin, linted as the file it stands for --------------------------------------
+
+_copies: dict[str, str] = {}     # real path of a temporary copy -> the path it stands for
+_originals: dict[str, str] = {}  # real path of that file -> the copy
+
+
+@contextmanager
+def standing_in(text: bytes, original: str) -> Iterator[Path]:
+    """A temporary file holding ``text`` (read from stdin), which within the block is the file
+    ``original``: it is shown under that name, and reading ``original`` reads it."""
+    with tempfile.TemporaryDirectory(prefix="bnlint-stdin-") as folder:
+        copy = Path(folder) / Path(original).name
+        copy.write_bytes(text)
+        _copies[os.path.realpath(copy)] = original
+        _originals[os.path.realpath(original)] = str(copy)
+        forget_files()
+        try:
+            yield copy
+        finally:
+            del _copies[os.path.realpath(copy)], _originals[os.path.realpath(original)]
+            forget_files()
+
+
+def original_path(path: str | os.PathLike) -> str | os.PathLike:
+    """The file ``path`` stands for: the given name of a copy of stdin, else ``path`` itself."""
+    return _copies.get(os.path.realpath(path), path) if _copies else path
+
+
+def stand_in(path: str | os.PathLike) -> str | os.PathLike:
+    """Where the text of ``path`` is read from: its copy, when stdin stands in for it."""
+    return _originals.get(os.path.realpath(path), path) if _originals else path
 
 
 @lru_cache(maxsize=4096)
@@ -327,6 +364,7 @@ def _lines(path: str) -> tuple[str, ...]:
     """The file's lines as ``ast`` numbers them, without their line endings (a notebook's:
     those of the script its code cells make)."""
     try:
+        path = stand_in(path)
         text = notebook.read(path).text if notebook.is_notebook(path) else read_source(path)
     except (OSError, UnicodeDecodeError, ValueError):
         return ()

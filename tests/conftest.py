@@ -43,9 +43,10 @@ def line_of(path, needle: str) -> int:
     raise AssertionError(f"{needle!r} not in {path}")
 
 
-def run_bnlint(*args, cwd):
+def run_bnlint(*args, cwd, input=None):
     """Run the command line in-process from ``cwd``, where paths are shown relative to and the
-    folder --fix may edit; returns click's Result (``stdout`` holds the report or the diff)."""
+    folder --fix may edit, with ``input`` on stdin; returns click's Result (``stdout`` holds
+    the report or the diff)."""
     from click.testing import CliRunner
 
     from bnlint.cli import main
@@ -53,9 +54,11 @@ def run_bnlint(*args, cwd):
     before = os.getcwd()
     os.chdir(cwd)
     try:
-        return CliRunner().invoke(main, [str(arg) for arg in args])
+        return CliRunner().invoke(main, [str(arg) for arg in args], input=input)
     finally:
         os.chdir(before)
+
+
 def shaped_graph(model, *example):
     """``model`` traced as bnlint traces it (in one piece), with the shape of every value
     recorded from ``example``, if given, as an example input records it

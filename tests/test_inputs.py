@@ -88,9 +88,9 @@ def analysed(monkeypatch):
     seen = []
     real = engine.analyse
 
-    def spy(model, name, codes, example=None):
+    def spy(model, name, codes, example=None, **options):
         seen.append((model, example))
-        return real(model, name, codes, example=example)
+        return real(model, name, codes, example=example, **options)
 
     monkeypatch.setattr(engine, "analyse", spy)
     return seen

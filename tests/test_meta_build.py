@@ -39,9 +39,9 @@ def built(monkeypatch):
     models = []
     real = engine.analyse
 
-    def spy(model, name, codes, example=None):
+    def spy(model, name, codes, example=None, **options):
         models.append(model)
-        return real(model, name, codes, example=example)
+        return real(model, name, codes, example=example, **options)
 
     monkeypatch.setattr(engine, "analyse", spy)
     return models

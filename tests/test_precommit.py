@@ -170,6 +170,20 @@ def test_local_hook_blocks_a_commit_with_a_flagged_model_and_accepts_the_fixed_o
     assert project.commits() == 1
 
 
+def test_local_hook_leaves_out_the_files_exclude_names(project):
+    project.configure(readme_hook_config(local=True))
+    project.write("pyproject.toml", '[tool.bnlint]\nexclude = ["legacy"]\n')
+    project.write("legacy/vgg.py", VGG)
+    accepted = project.commit()
+    assert accepted.returncode == 0, output(accepted)
+
+    project.write("models/vgg.py", VGG)
+    blocked = project.commit()
+    assert blocked.returncode == 1
+    assert f"models/vgg.py:{VGG_LINE}:21: BN001" in output(blocked)
+    assert "legacy" not in output(blocked)
+
+
 def test_a_model_that_cannot_be_imported_fails_the_commit_in_one_line(project):
     project.configure(readme_hook_config(local=True))
     project.write("models/resnet.py", "import torch.nn as nn\nimport timm_extras\n\n\n"
@@ -381,15 +395,16 @@ def test_configuration_reference_lists_every_key_and_built_in_exclusion():
 
 
 def test_configuration_example_does_what_the_reference_says(project):
-    (example,) = blocks("Configuration", "toml")
+    example = blocks("Configuration", "toml")[0]
     project.write("pyproject.toml", example)
     settings = load_config(project.root)
-    assert (settings.select, settings.ignore, settings.exclude) == \
-        (["BN"], ["BN002"], ["experiments", "*_legacy.py"])
+    assert (settings.select, settings.ignore, settings.exclude, settings.per_file_ignores) == \
+        (["BN00"], ["BN002"], ["experiments", "*_legacy.py"], {"third_party/*": ["BN001"]})
 
     project.write("models/vgg.py", VGG)
     project.write("models/vgg_legacy.py", VGG)
     project.write("experiments/vgg.py", VGG)
+    project.write("third_party/vendored/vgg.py", VGG)
     project.write("models/small.py", (FIXTURES / "act_before_bn.py").read_text())
     result = project.run("bnlint", "--format", "json", ".")
     assert result.returncode == 1, output(result)

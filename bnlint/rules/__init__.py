@@ -13,6 +13,7 @@ from importlib import resources
 
 GRAPH = "graph"    # checked on a traced model
 SCRIPT = "script"  # checked on the source text of a script, which is never run
+RUN = "run"        # checked on what the other rules of the run did: their suppression comments
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,14 @@ RULES: dict[str, Rule] = {
             scope=GRAPH,
             impl="bnlint.rules.wrong_axis",
             fix="unsafe",
+        ),
+        Rule(
+            code="BN900",
+            name="unused-suppression",
+            summary="Suppression comment that suppresses no finding of the rules that ran",
+            scope=RUN,
+            impl="bnlint.rules.unused_suppression",
+            default=False,
         ),
     )
 }
