@@ -9,7 +9,12 @@ each one and remembers which layers it fixed and which call in the user's code b
   in every model checked, had its bias folded away: a helper that builds one conv feeding
   BatchNorm and one that does not is left alone, and the note says why;
 * BN002 (unsafe): an activation and its BatchNorm built as neighbouring entries of one
-  ``nn.Sequential(...)`` or list trade places; anything else is described, not edited.
+  ``nn.Sequential(...)`` or list trade places; anything else is described, not edited;
+* BN007 (unsafe): the ``momentum`` number of the call that built the BatchNorm becomes
+  ``1 - momentum``;
+* BN008 (unsafe): a dropout built as the entry before its BatchNorm (or before the ops
+  between) moves after the BatchNorm's block; where BN002's reorder of the same BatchNorm
+  moves the dropout already, that edit fixes both.
 
 Only files below the working directory, outside virtualenvs and site-packages, are edited;
 ``Plan.write`` refuses a file that changed after bnlint read it.
@@ -43,7 +48,9 @@ from bnlint.findings import SAFE, UNSAFE, Finding, Report
 from bnlint.load import split_spec
 from bnlint.rules import RULES, SCRIPT
 
-BN001, BN002 = "BN001", "BN002"
+BN001, BN002, BN007, BN008 = "BN001", "BN002", "BN007", "BN008"
+_KEPT = {BN001: "its bias is not dead", BN002: "it keeps its place",
+         BN007: "its momentum is right", BN008: "no dropout feeds it"}
 
 
 @dataclass(frozen=True)
@@ -171,6 +178,10 @@ class SourceFixer:
         self.fixed: dict[tuple[str, source.Site], set[tuple[str, str]]] = {}
         # BatchNorm site -> the sites of (activation, ops between) for each model it is in
         self.moves: dict[source.Site, set[tuple[source.Site, ...] | None]] = {}
+        # BatchNorm site -> the sites of (dropout, ops between, activation after) (BN008)
+        self.dropouts: dict[source.Site, set[tuple[source.Site, ...] | None]] = {}
+        # BatchNorm site -> the momentum of each BatchNorm it built that BN007 fixed
+        self.momenta: dict[source.Site, set[float]] = {}
         self.scripts: list[tuple[Edit, ...]] = []
 
     # --- gathering -----------------------------------------------------------------------------
@@ -209,14 +220,17 @@ class SourceFixer:
                                         "tell which call built the layer", finding))
                 continue
             self.fixed.setdefault((entry.code, site), set()).add((spec, entry.module))
-            if entry.code == BN002:
+            if entry.code in (BN002, BN008):
                 parts = []
                 for name in entry.related:
                     try:
                         parts.append(source.recorded_site(model.get_submodule(name)))
                     except AttributeError:
                         parts.append(None)
-                self.moves.setdefault(site, set()).add(None if None in parts else tuple(parts))
+                moves = self.moves if entry.code == BN002 else self.dropouts
+                moves.setdefault(site, set()).add(None if None in parts else tuple(parts))
+            if entry.code == BN007:
+                self.momenta.setdefault(site, set()).add(model.get_submodule(entry.module).momentum)
 
     def visit_script(self, path: Path, text: str, tree: ast.Module) -> None:
         for code in sorted(self.codes):
@@ -253,10 +267,13 @@ class SourceFixer:
         plan = Plan(notes=list(dict.fromkeys(self.notes)), hidden=len(self.hidden))
         files: dict[str, tuple[str, list[str], ast.Module] | str] = {}
         groups: list[tuple[tuple[Edit, ...], tuple | None]] = []
+        riders: dict[tuple, list[tuple]] = {}  # place -> fixes that another fix there makes
         for (code, site), fixed in sorted(self.fixed.items(), key=lambda item: _key(*item[0])):
             edits = self._edits(code, site, fixed, files)
             if isinstance(edits, str):
                 plan.notes.append(_note(code, f"not fixed in the source: {edits}", site))
+            elif not edits:
+                riders.setdefault(_key(code, site)[1:], []).append(_key(code, site))
             else:
                 groups.append((tuple(edits), _key(code, site)))
         groups += [(group, None) for group in self.scripts]
@@ -272,7 +289,8 @@ class SourceFixer:
             path = group[0].path
             by_path.setdefault(path, []).extend(group)
             if keys[group] is not None:
-                plan.resolves.setdefault(path, set()).add(keys[group])
+                plan.resolves.setdefault(path, set()).update(
+                    [keys[group], *riders.get(keys[group][1:], ())])
             plan.fixes += 1
         for path, edits in by_path.items():
             before = read_source(path)
@@ -282,15 +300,14 @@ class SourceFixer:
     def _edits(self, code: str, site: source.Site, fixed: set[tuple[str, str]],
                files: dict) -> list[Edit] | str:
         """The edits for the fix of ``code`` at ``site``, or why there are none."""
-        if code not in (BN001, BN002):
+        if code not in _KEPT:
             return ("bnlint has no source edit for this fix; `bnlint.fix` and --save-fixed apply "
                     "it to the model")
         others = [key for key in self.built.get(site, {}) if key not in fixed]
         if others:
             spec, name = others[0]
-            what = "its bias is not dead" if code == BN001 else "it keeps its place"
             more = f" and {len(others) - 1} more" if len(others) > 1 else ""
-            return f"the same call also builds `{name}` (in {spec}){more}, where {what}"
+            return f"the same call also builds `{name}` (in {spec}){more}, where {_KEPT[code]}"
         why = _editable(site.path, self.named)
         if why is not None:
             return f"{source.display_path(site.path)} {why}"
@@ -314,6 +331,10 @@ class SourceFixer:
                 return "the call builds layers of different classes"
             edit = source_edit(site.path, lines, call, types.pop())
             return edit if isinstance(edit, str) else [edit]
+        if code == BN007:
+            return self._momentum_edit(site, lines, tree)
+        if code == BN008:
+            return self._dropout_edits(site, lines, tree)
         from bnlint.rules.act_before_bn import source_edits
 
         moves = self.moves.get(site, set())
@@ -321,3 +342,30 @@ class SourceFixer:
             return ("the activation is not a layer built next to the BatchNorm; move the "
                     "BatchNorm before the activation by hand")
         return source_edits(site.path, lines, tree, [*map(_span, moves.pop()), _span(site)])
+
+    def _momentum_edit(self, site: source.Site, lines: list[str],
+                       tree: ast.Module) -> list[Edit] | str:
+        from bnlint.rules.keras_momentum import source_edit
+
+        call = node_at(tree, ast.Call, *_span(site))
+        types, momenta = set(self.built[site].values()), self.momenta.get(site, set())
+        if call is None:
+            return "the call is no longer where it was when the model was built"
+        if len(types) > 1 or len(momenta) != 1:
+            return "the call builds BatchNorms of different classes or momenta"
+        edit = source_edit(site.path, lines, call, types.pop(), momenta.pop())
+        return edit if isinstance(edit, str) else [edit]
+
+    def _dropout_edits(self, site: source.Site, lines: list[str],
+                       tree: ast.Module) -> list[Edit] | str:
+        from bnlint.rules.dropout_before_bn import source_edits
+
+        moves = self.dropouts.get(site, set())
+        if len(moves) != 1 or None in moves:
+            return ("the dropout is not a layer built next to the BatchNorm; move it after the "
+                    "BatchNorm by hand")
+        reordered = set()
+        if (BN002, site) in self.fixed and len(self.moves.get(site, ())) == 1:
+            reordered = set(map(_span, next(iter(self.moves[site])) or ()))
+        return source_edits(site.path, lines, tree, [*map(_span, moves.pop()), _span(site)],
+                            reordered)

@@ -214,13 +214,14 @@ def _whole_line(lines: list[str], entry: ast.expr) -> bool:
     return not before.strip() and re.fullmatch(r"\s*,\s*(#.*)?\s*", after) is not None
 
 
-def source_edits(path: str, lines: list[str], tree: ast.Module,
-                 calls: list[tuple[int, int, int, int]]) -> list[Edit] | str:
-    """Edits that move the BatchNorm before the activation where the constructor calls of the
-    activation, the ops between and the BatchNorm (``calls``: their ast line/column spans, in
-    that order) are consecutive entries of one ``nn.Sequential(...)`` or list literal. Entries
-    on lines of their own move with their lines (and comments); entries sharing a line trade
-    places and leave the commas and comments where they are."""
+def rotate_entries(lines: list[str], tree: ast.Module, calls: list[tuple[int, int, int, int]],
+                   shift: int) -> list[tuple[tuple[int, int], tuple[int, int], str]] | None:
+    """``(start, end, text)`` replacements that rotate consecutive entries of one
+    ``nn.Sequential(...)`` or list literal (``calls``: their ast line/column spans, in order)
+    by ``shift`` places: 1 brings the last one first, -1 sends the first one last; ``None``
+    when they are not such entries. Entries on lines of their own move with their lines (and
+    comments); entries sharing a line trade places and leave the commas and comments where
+    they are."""
     for node in ast.walk(tree):
         entries = _entries(node)
         if not entries:
@@ -231,16 +232,28 @@ def source_edits(path: str, lines: list[str], tree: ast.Module,
         first = spans.index(calls[0])
         moved = entries[first:first + len(calls)]
         if spans[first:first + len(calls)] != calls:
-            break
+            return None
         if all(_whole_line(lines, e) for e in moved):
             pieces = [((e.lineno, 0), (e.end_lineno + 1, 0)) for e in moved]
         else:
             pieces = [span_of(e, lines) for e in moved]
         text = "".join(lines)
         texts = [text[offset(lines, start):offset(lines, end)] for start, end in pieces]
-        rotated = [texts[-1], *texts[:-1]]
-        return [Edit(path, start, end, new, CODE, UNSAFE,
-                     "BatchNorm before the activation (retrain the model)")
-                for (start, end), new in zip(pieces, rotated)]
-    return ("the activation and the BatchNorm are not next to each other in one nn.Sequential"
-            " or list; move the BatchNorm before the activation by hand")
+        rotated = texts[-shift:] + texts[:-shift]
+        return [(start, end, new) for (start, end), new in zip(pieces, rotated)]
+    return None
+
+
+def source_edits(path: str, lines: list[str], tree: ast.Module,
+                 calls: list[tuple[int, int, int, int]]) -> list[Edit] | str:
+    """Edits that move the BatchNorm before the activation where the constructor calls of the
+    activation, the ops between and the BatchNorm (``calls``: their ast line/column spans, in
+    that order) are consecutive entries of one ``nn.Sequential(...)`` or list literal
+    (``rotate_entries``)."""
+    rotated = rotate_entries(lines, tree, calls, 1)
+    if rotated is None:
+        return ("the activation and the BatchNorm are not next to each other in one "
+                "nn.Sequential or list; move the BatchNorm before the activation by hand")
+    return [Edit(path, start, end, new, CODE, UNSAFE,
+                 "BatchNorm before the activation (retrain the model)")
+            for start, end, new in rotated]
