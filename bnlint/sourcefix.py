@@ -341,7 +341,7 @@ class SourceFixer:
         if len(moves) != 1 or None in moves:
             return ("the activation is not a layer built next to the BatchNorm; move the "
                     "BatchNorm before the activation by hand")
-        return source_edits(site.path, lines, tree, [*map(_span, moves.pop()), _span(site)])
+        return source_edits(site.path, lines, tree, [*map(_span, next(iter(moves))), _span(site)])
 
     def _momentum_edit(self, site: source.Site, lines: list[str],
                        tree: ast.Module) -> list[Edit] | str:
@@ -353,7 +353,7 @@ class SourceFixer:
             return "the call is no longer where it was when the model was built"
         if len(types) > 1 or len(momenta) != 1:
             return "the call builds BatchNorms of different classes or momenta"
-        edit = source_edit(site.path, lines, call, types.pop(), momenta.pop())
+        edit = source_edit(site.path, lines, call, types.pop(), next(iter(momenta)))
         return edit if isinstance(edit, str) else [edit]
 
     def _dropout_edits(self, site: source.Site, lines: list[str],
@@ -367,5 +367,5 @@ class SourceFixer:
         reordered = set()
         if (BN002, site) in self.fixed and len(self.moves.get(site, ())) == 1:
             reordered = set(map(_span, next(iter(self.moves[site])) or ()))
-        return source_edits(site.path, lines, tree, [*map(_span, moves.pop()), _span(site)],
+        return source_edits(site.path, lines, tree, [*map(_span, next(iter(moves))), _span(site)],
                             reordered)

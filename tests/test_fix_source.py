@@ -185,11 +185,11 @@ def test_text_output_counts_what_fix_can_do(project):
     result = bnlint(path.name)
     assert " BN001 [*] " in result.stdout
     assert "BN002 [*]" not in result.stdout
-    assert ("[*] 1 fixable with `--fix`; 3 more with `--fix --unsafe-fixes`"
+    assert ("[*] 1 fixable with `--fix`; 4 more with `--fix --unsafe-fixes`"
             in result.stdout)
     fixed = bnlint(path.name, "--fix")
-    assert "(1 fixed, 4 remaining" in fixed.stdout
-    assert "3 more fixes with --unsafe-fixes" in fixed.stderr
+    assert "(1 fixed, 5 remaining" in fixed.stdout
+    assert "4 more fixes with --unsafe-fixes" in fixed.stderr
 
 
 def test_unsafe_fixes_alone_is_a_usage_error(project):
