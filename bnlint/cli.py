@@ -106,6 +106,19 @@ def _keep_fixable(models: list):
     return visit
 
 
+def _also_fold(visit, folder: Path, example, input_shape, saved: list[str]):
+    """``on_model`` for --save-folded: ``visit`` (if any), then fold the model into a new
+    folder in ``folder``, noting in ``saved`` what was done."""
+    from bnlint.folding import save
+    from bnlint.sourcefix import folder_name
+
+    def fold_each(spec, model, findings):
+        if visit is not None:
+            visit(spec, model, findings)
+        saved.append(save(spec, model, folder / folder_name(spec), example, input_shape))
+    return fold_each
+
+
 def _load_example(spec: str | None, verbose: bool):
     """``--example``, evaluated; a spec that fails ends the run with one line."""
     if spec is None:
@@ -211,7 +224,8 @@ must (--bench), a common shape found by trying some on a copy of the model.
 \b
 Fixing: --diff shows the edits, --fix makes the safe ones, --unsafe-fixes adds the ones
 that change what the model computes. --save-fixed DIR writes each fixed model (code and
-weights) to a new folder in DIR.
+weights) to a new folder in DIR; --save-folded DIR each model with its BatchNorms folded
+into the layers before them, for deployment.
 \b
 Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to show),
 2 usage error, a model that failed to load, or a file --fix could not write.
@@ -240,6 +254,10 @@ Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to
 @click.option("--save-fixed", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Write each model with fixes, as code and weights, to a new folder in DIR "
                    "(existing files are never replaced).")
+@click.option("--save-folded", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Write each model in eval mode with every BatchNorm folded into the conv or "
+                   "linear layer before it, as code and weights, to a new folder in DIR "
+                   "(checked against the original; existing files are never replaced).")
 @click.option("--example", metavar="FILE.py:EXPR",
               help="The input of every model's forward: EXPR, evaluated in FILE.py (or in an "
                    "importable module, package.module:EXPR), gives the forward's argument, a "
@@ -283,7 +301,7 @@ Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to
               is_eager=True, help="List every rule and exit.")
 @click.version_option(__version__, "--version", prog_name="bnlint")
 def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show_diff, save_fixed,
-         bench, lr_sweep, plot, example, input_shape, data, steps, seeds, lr, time_budget, device,
+         save_folded, bench, lr_sweep, plot, example, input_shape, data, steps, seeds, lr, time_budget, device,
          fmt, verbose):
     """Find BatchNorm mistakes in PyTorch models: a biased layer feeding BatchNorm (BN001),
     an activation before BatchNorm (BN002), and more (`bnlint --list-rules`)."""
@@ -296,12 +314,16 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
                                "choose one")
     if show_diff and fmt != "text":
         raise click.UsageError("--diff prints a unified diff; it does not go with --format")
+    if static and save_folded:
+        raise click.UsageError("--static builds no model, so it has none to fold for "
+                               "--save-folded")
     if static and (example or input_shape):
         raise click.UsageError("--static runs no model, so it takes no --example or "
                                "--input-shape")
     _check_bench(click.get_current_context(), bench, fmt, apply_fixes or show_diff or save_fixed,
                  plot)
     fixer = plan = entries = None
+    folded: list[str] = []  # what --save-folded did
     refused = False  # a file --fix could not write
     benched: list = []
     try:
@@ -315,17 +337,22 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
 
             fixer = SourceFixer(enabled_codes(select, ignore), unsafe=unsafe_fixes,
                                 named=paths, save_to=save_fixed)
+        visit = fixer.visit_model if fixer else _keep_fixable(benched) if bench else None
+        if save_folded:
+            visit = _also_fold(visit, save_folded, given, input_shape, folded)
         report = lint_specs(
             paths,
             select=select,
             ignore=ignore,
             exclude=list(exclude) + settings.exclude,
             static=static,
-            on_model=fixer.visit_model if fixer else _keep_fixable(benched) if bench else None,
+            on_model=visit,
             on_script=fixer.visit_script if fixer else None,
             example=given,
             input_shape=input_shape,
         )
+        for line in folded:
+            click.echo(line, err=True)
         if fixer is not None and (apply_fixes or show_diff):
             plan = fixer.plan()
             if not show_diff:
