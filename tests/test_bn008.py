@@ -172,3 +172,30 @@ def test_bn008_alone_moves_only_the_dropout(project):
     assert path.read_text(encoding="utf-8") == ACT_DROPOUT_BN.replace(
         "    nn.Dropout(0.1),\n    nn.BatchNorm1d(32),\n",
         "    nn.BatchNorm1d(32),\n    nn.Dropout(0.1),\n")
+
+
+DROPOUT_ACT_BN = ACT_DROPOUT_BN.replace("    nn.ReLU(),\n    nn.Dropout(0.1),\n",
+                                        "    nn.Dropout(0.1),\n    nn.ReLU(),\n")
+
+
+def test_dropout_activation_batchnorm_is_fixed_for_both_rules_in_one_run(project):
+    """BN002 swaps activation and BatchNorm, BN008 moves the dropout below them: the edits
+    touch different lines, so one --fix makes both."""
+    path = project / "model.py"
+    path.write_text(DROPOUT_ACT_BN, encoding="utf-8")
+    result = run_cli("model.py", "--select", "BN002,BN008", "--fix", "--unsafe-fixes")
+    assert "touches the same code" not in result.output
+    assert path.read_text(encoding="utf-8") == ACT_DROPOUT_BN.replace(
+        "    nn.ReLU(),\n    nn.Dropout(0.1),\n    nn.BatchNorm1d(32),\n",
+        "    nn.BatchNorm1d(32),\n    nn.ReLU(),\n    nn.Dropout(0.1),\n")
+    assert bnlint.check(import_fresh(path).model, select=["BN"]).findings == []
+
+
+def test_entries_sharing_a_line_trade_places(project):
+    path = project / "model.py"
+    path.write_text("from torch import nn\n\nmodel = nn.Sequential(nn.Linear(4, 8, bias=False), "
+                    "nn.Dropout(0.5), nn.BatchNorm1d(8))  # a comment\n", encoding="utf-8")
+    run_cli("model.py", "--select", "BN008", "--fix", "--unsafe-fixes")
+    assert path.read_text(encoding="utf-8").splitlines()[-1] == (
+        "model = nn.Sequential(nn.Linear(4, 8, bias=False), nn.BatchNorm1d(8), "
+        "nn.Dropout(0.5))  # a comment")

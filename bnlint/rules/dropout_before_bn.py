@@ -16,9 +16,9 @@ from torch import fx, nn
 import torch.nn.functional as F
 
 from bnlint import graph
-from bnlint.edits import Edit
+from bnlint.edits import Edit, offset
 from bnlint.findings import UNSAFE, Hit
-from bnlint.rules.act_before_bn import rotate_entries
+from bnlint.rules.act_before_bn import entry_pieces, rotate_entries
 
 CODE = "BN008"
 _CHANNEL_DROPOUT_TYPES = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -143,17 +143,27 @@ def source_edits(path: str, lines: list[str], tree: ast.Module,
                  reordered: set[tuple[int, int, int, int]] = frozenset()) -> list[Edit] | str:
     """Edits that move the dropout after the BatchNorm's block where the constructor calls of
     the dropout, the ops between, the BatchNorm and the activation after it (``calls``: their
-    ast line/column spans) are consecutive entries of one ``nn.Sequential(...)`` or list.
+    ast line/column spans) are consecutive entries of one ``nn.Sequential(...)`` or list: the
+    dropout's lines move below the block's, or entries sharing a line trade places.
     ``reordered``: the spans of the entries a reorder of the same BatchNorm moves (BN002's
     activation -> dropout -> BatchNorm -> BatchNorm -> activation -> dropout); when it moves
-    the dropout there is nothing left to edit, and the result is ``[]``."""
+    the dropout there is nothing left to edit, and the result is ``[]``. The dropout's own
+    lines are all these edits touch of the block, so BN002's reorder of dropout -> activation
+    -> BatchNorm goes in beside them."""
     calls = sorted(calls)
     if calls[0] in reordered:
         return []
-    rotated = rotate_entries(lines, tree, calls, -1)
-    if rotated is None:
+    found = entry_pieces(lines, tree, calls)
+    if found is None:
         return ("the dropout and the BatchNorm are not next to each other in one nn.Sequential "
                 "or list; move the dropout after the BatchNorm by hand")
+    pieces, whole_lines = found
+    if whole_lines:
+        (start, end), below = pieces[0], pieces[-1][1]
+        text = "".join(lines)[offset(lines, start):offset(lines, end)]
+        moves = [(start, end, ""), (below, below, text)]
+    else:
+        moves = rotate_entries(lines, tree, calls, -1)
     return [Edit(path, start, end, text, CODE, UNSAFE,
                  "dropout after the BatchNorm block (retrain the model)")
-            for start, end, text in rotated]
+            for start, end, text in moves]
