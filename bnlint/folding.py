@@ -341,7 +341,8 @@ def _shape_problem(gm: fx.GraphModule, layer_node: fx.Node, layer: nn.Module,
     shape = graph.shape_of(layer_node)
     if isinstance(layer, nn.Linear):
         if layer.out_features != bn.num_features:
-            return f"the Linear has {layer.out_features} outputs and the BatchNorm {bn.num_features} channels"
+            return (f"the Linear has {layer.out_features} outputs and the BatchNorm "
+                    f"{bn.num_features} channels")
         if shape is not None and len(shape) != 2:
             return (f"the Linear's output has shape {shape}, so the BatchNorm normalises dim 1, "
                     "not the Linear's features")
@@ -427,7 +428,8 @@ def _rest(bn: _BatchNorm) -> tuple[fx.GraphModule, float] | str | None:
         value = arguments.get(argument)
         if getattr(twin, attribute) is None and value is None:
             continue
-        if not (isinstance(value, fx.Node) and value.op == "get_attr" and value.target == attribute):
+        if not (isinstance(value, fx.Node) and value.op == "get_attr"
+                and value.target == attribute):
             return unclear
     eps = arguments.get("eps", 1e-5)
     if arguments.get("training", False) is not False or not isinstance(eps, (int, float)):
@@ -525,11 +527,12 @@ def _run(traced: Traced, model: nn.Module, example: Example):
     of every traced piece gets its shape (``graph.shape_of``) from a run of the piece's graph
     on the input the piece's module saw."""
     seen: dict[int, tuple] = {}
-    handles = []
-    for unit in traced.units:
-        def keep(module, args, kwargs, key=id(unit.module)):
-            seen.setdefault(key, (args, kwargs))
-        handles.append(unit.module.register_forward_pre_hook(keep, with_kwargs=True))
+
+    def keep(module, args, kwargs):
+        seen.setdefault(id(module), (args, kwargs))
+
+    handles = [unit.module.register_forward_pre_hook(keep, with_kwargs=True)
+               for unit in traced.units]
     try:
         with torch.no_grad():
             out = model(*example.args, **example.kwargs)

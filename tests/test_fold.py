@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from conftest import run_bnlint
 from torch import fx, nn
 from torch.fx.experimental.optimization import fuse
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -13,6 +14,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import bnlint
 from bnlint.folding import FoldError
 from tests.test_fix_graph import fixture_module
+from tests.test_fix_source import import_fresh
 
 CASES = fixture_module("fold_cases")
 
@@ -130,14 +132,14 @@ def test_a_linear_whose_input_rank_is_unknown_is_not_folded(monkeypatch):
 
 
 def test_batchnorm_without_running_statistics_is_left_alone():
-    model, result = folded_exactly("BatchStatistics")
+    _, result = folded_exactly("BatchStatistics")
     [skipped] = result.skipped
     assert "keeps no running statistics" in skipped.reason and result.folded == []
     assert batchnorms(result.model) == ["bn"]
 
 
 def test_batchnorm_subclasses_fold_and_keep_their_activation():
-    model, result = folded_exactly("NormActBlocks")
+    _, result = folded_exactly("NormActBlocks")
     assert {(p.layer, p.batchnorm) for p in result.folded} == {("conv1", "bn1"), ("conv2", "bn2")}
     assert batchnorms(result.model) == []
     kept = {n.target for n in fx.symbolic_trace(result.model.bn1).graph.nodes}
@@ -281,14 +283,11 @@ def trained():
 
 
 def test_save_folded_writes_the_folded_model_as_code_and_weights(tmp_path):
-    from tests.test_fix_source import import_fresh
-    from conftest import run_bnlint
-
     (tmp_path / "net.py").write_text(SAVED_MODEL, encoding="utf-8")
     result = run_bnlint("net.py:trained()", "--save-folded", "out", cwd=tmp_path)
     assert result.exit_code == 0, result.output
     folder = tmp_path / "out" / "net_trained"
-    assert (f"net.py:trained(): folded model saved to out/net_trained (1 pair folded; 1 left as "
+    assert ("net.py:trained(): folded model saved to out/net_trained (1 pair folded; 1 left as "
             "they are: up + bn_up, the BatchNorm keeps no running statistics") in result.output
     saved = import_fresh(folder / "__init__.py").load()
     original = import_fresh(tmp_path / "net.py").trained().eval()
@@ -302,7 +301,5 @@ def test_save_folded_writes_the_folded_model_as_code_and_weights(tmp_path):
 
 
 def test_save_folded_needs_models():
-    from conftest import run_bnlint
-
     result = run_bnlint("x.py", "--static", "--save-folded", "out", cwd=".")
     assert result.exit_code == 2 and "--save-folded" in result.output

@@ -12,8 +12,8 @@ import ast
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from torch import fx, nn
 import torch.nn.functional as F
+from torch import fx, nn
 
 from bnlint import graph
 from bnlint.edits import Edit, offset
