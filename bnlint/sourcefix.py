@@ -351,8 +351,12 @@ class SourceFixer:
         types, momenta = set(self.built[site].values()), self.momenta.get(site, set())
         if call is None:
             return "the call is no longer where it was when the model was built"
-        if len(types) > 1 or len(momenta) != 1:
-            return "the call builds BatchNorms of different classes or momenta"
+        if len(types) > 1:
+            return "the call builds BatchNorms of different classes"
+        if len(momenta) != 1:
+            values = ", ".join(f"{m:g}" for m in sorted(momenta))
+            return (f"the BatchNorms the call builds end up with different momenta ({values}): "
+                    "some are set after they are built")
         edit = source_edit(site.path, lines, call, types.pop(), next(iter(momenta)))
         return edit if isinstance(edit, str) else [edit]
 

@@ -80,3 +80,39 @@ def test_fix_needs_unsafe_fixes():
     assert result.applied == [] and result.model[1].momentum == 0.99
     assert "unsafe" in result.skipped[0].reason
 
+
+
+PORTED = """\
+from torch import nn
+
+
+def conv_bn(cin, cout):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, bias=False), nn.BatchNorm2d(cout, momentum=0.999))
+
+
+def backbone():
+    return nn.Sequential(conv_bn(3, 8), conv_bn(8, 8))
+
+
+def finetuned():
+    model = backbone()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = 0.9997
+    return model
+"""
+
+
+def test_the_call_is_edited_only_when_every_batchnorm_it_built_has_its_momentum(tmp_path):
+    """A port that also sets the momentum after construction in one model: one finding for the
+    call, and no edit, since 1 - 0.999 would not fix the BatchNorms set to 0.9997."""
+    from conftest import run_bnlint
+
+    (tmp_path / "ported.py").write_text(PORTED, encoding="utf-8")
+    both = run_bnlint("ported.py:backbone()", "ported.py:finetuned()", "--select", "BN007",
+                      "--diff", "--unsafe-fixes", cwd=tmp_path)
+    assert both.stdout == "" and "different momenta (0.999, 0.9997)" in both.stderr
+    one = run_bnlint("ported.py:backbone()", "--select", "BN007", "--diff", "--unsafe-fixes",
+                     cwd=tmp_path)
+    assert "-    return nn.Sequential(nn.Conv2d(cin, cout, 3, bias=False), nn.BatchNorm2d(cout, " \
+        "momentum=0.999))" in one.stdout and "momentum=0.001))" in one.stdout
