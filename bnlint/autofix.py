@@ -17,13 +17,17 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from bnlint import graph
-from bnlint.engine import unsuppressed_hits
+from bnlint.engine import traced_with_input, unsuppressed_hits
 from bnlint.findings import UNSAFE, Hit
+from bnlint.inputs import resolve
 from bnlint.rules import GRAPH, RULES, Rule, enabled_codes
-from bnlint.trace import Traced, Unit, trace_model
+from bnlint.trace import Traced, Unit
 
 # A reorder can put a biased layer right before BatchNorm; a second round fixes that too.
 MAX_ROUNDS = 4
+# rules whose fix changes module state (parameters, buffers) and never the graph, so it holds
+# on every path through a forward, also one recorded on a single path
+STATE_ONLY = frozenset({"BN001", "BN007"})
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,10 @@ class CopyError(ValueError):
     """The model cannot be deep-copied, and ``fix`` never changes the caller's model."""
 
 
-def fix(model: nn.Module, *, select=None, ignore=None, unsafe: bool = False) -> FixResult:
+def fix(model: nn.Module, *, select=None, ignore=None, unsafe: bool = False,
+        example=None) -> FixResult:
     """Fix what ``check`` finds in ``model``: safe fixes always, unsafe ones with ``unsafe=True``.
+    ``example``: the forward's input, to see what fx cannot trace, as ``check`` takes it.
 
     Findings silenced by a ``# bnlint: ignore[...]`` / ``# noqa`` comment are left alone.
     """
@@ -60,7 +66,8 @@ def fix(model: nn.Module, *, select=None, ignore=None, unsafe: bool = False) -> 
         duplicate = copy.deepcopy(model)
     except Exception as exc:  # noqa: BLE001 - whatever the user's attributes refuse
         raise CopyError(f"fix works on a copy of the model; copy.deepcopy failed: {exc}") from exc
-    fixer = _Fixer(duplicate, unsafe)
+    traced, _, _ = traced_with_input(duplicate, resolve(model, example, probing=False), rules)
+    fixer = _Fixer(duplicate, unsafe, traced)
     for _ in range(MAX_ROUNDS):
         progress = False
         for index, unit in enumerate(fixer.traced.units):
@@ -83,10 +90,10 @@ def _submodule(root: nn.Module, name: str) -> nn.Module | None:
 
 
 class _Fixer:
-    def __init__(self, model: nn.Module, unsafe: bool):
+    def __init__(self, model: nn.Module, unsafe: bool, traced: Traced):
         self.model = model
         self.unsafe = unsafe
-        self.traced: Traced = trace_model(model)
+        self.traced = traced
         self.applied: list[FixEntry] = []
         self.skipped: list[FixEntry] = []
         self.seen: set[tuple[str, str]] = set()
@@ -124,6 +131,9 @@ class _Fixer:
                 return (f"`{name}` is also called in another traced part of the model (another "
                         "branch of a data-dependent forward, or a part traced on its own)")
         unit = self.traced.units[index]
+        if unit.dynamic and rule.code not in STATE_ONLY:
+            return ("its forward was recorded by running the example, one path through its "
+                    "Python, so a rewritten graph cannot replace it")
         branched = unit.prefix in self.traced.branched
         saved = copy.deepcopy(unit.gm.graph) if branched else None
         before = unit.gm.code

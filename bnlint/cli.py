@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import sys
 import traceback
 from pathlib import Path
@@ -19,7 +20,7 @@ from bnlint import __version__, render_bench
 from bnlint.render_bench import DEFAULTS as BENCH_DEFAULTS
 from bnlint.config import ConfigError, load_config
 from bnlint.render import FORMATS, render
-from bnlint.rules import RULES, UnknownRuleError, enabled_codes
+from bnlint.rules import GRAPH, RULES, UnknownRuleError, enabled_codes
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -52,15 +53,74 @@ def _explain(ctx: click.Context, _param, value: str | None) -> None:
     ctx.exit(EXIT_CLEAN)
 
 
-def _tell(fixer, plan) -> None:
+def _tell(notes, saved: list[str], hidden: list[str]) -> None:
     """On stderr, so that stdout stays the report or the diff: what the fixes could not do,
-    what was saved, and how many unsafe fixes were left out."""
-    for line in [*map(str, plan.notes if plan else fixer.notes), *fixer.saved]:
+    what was saved, and how many unsafe fixes (``hidden``: their codes) were left out."""
+    for line in [*map(str, notes), *saved]:
         click.echo(line, err=True)
-    hidden = plan.hidden if plan else len(fixer.hidden)
     if hidden:
-        click.echo(f"{hidden} more fix{'es' * (hidden != 1)} with --unsafe-fixes (they change "
-                   "what the model computes, so it needs training again).", err=True)
+        models = sum(RULES[code].scope == GRAPH for code in hidden)
+        what = ("what the model computes, so it needs training again" if models == len(hidden)
+                else "what the script does" if not models else
+                "what the models compute (they need training again) and what the scripts do")
+        count = len(hidden)
+        click.echo(f"{count} more fix{'es' * (count != 1)} with --unsafe-fixes "
+                   f"({'they change' if count != 1 else 'it changes'} {what}).", err=True)
+
+
+def _tell_checkpoints(plan) -> None:
+    """After --fix took biases away: old checkpoints need converting to load strictly."""
+    specs = sorted(set().union(*plan.debiased.values())) if plan.debiased else []
+    if not specs:
+        return
+    command = f"bnlint {shlex.quote(specs[0]) if len(specs) == 1 else 'SPEC'} " \
+              "--convert-checkpoint OLD.pt NEW.pt"
+    among = "" if len(specs) == 1 else f" (SPEC: {', '.join(map(shlex.quote, specs))})"
+    click.echo("Checkpoints saved before this fix hold the removed biases and no longer load "
+               f"with strict=True; convert each with `{command}`{among}.", err=True)
+
+
+def _convert_checkpoint(spec: str, old: Path, new: Path) -> None:
+    """--convert-checkpoint: write ``new``, ``old`` made to fit the fixed model ``spec``."""
+    import contextlib
+    import os
+    import tempfile
+    from collections.abc import Mapping
+
+    import torch
+
+    from bnlint.checkpoint import CheckpointError, convert_checkpoint
+
+    def fail(message: str) -> None:
+        click.echo(f"bnlint: error: {message}", err=True)
+        sys.exit(EXIT_ERROR)
+
+    if new.exists():
+        fail(f"{new} already exists; not overwriting it")
+    try:
+        state = torch.load(old, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a missing file, or not one torch.save wrote
+        fail(f"cannot read {old}: {exc}")
+    if not (isinstance(state, Mapping) and all(isinstance(v, torch.Tensor)
+                                               for v in state.values())):
+        fail(f"{old} holds no state_dict (names -> tensors); save `model.state_dict()`")
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # what the user's code prints
+            converted = convert_checkpoint(spec, state)
+    except CheckpointError as exc:
+        fail(f"{old}: {exc}")
+    fd, tmp = tempfile.mkstemp(dir=new.parent if str(new.parent) else ".", suffix=".bnlint")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(converted, handle)
+        os.replace(tmp, new)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    folded = [key for key in state if key not in converted]
+    click.echo(f"{new}: {old} for {spec}, with "
+               + (f"{len(folded)} bias{'es' * (len(folded) != 1)} folded into BatchNorm's "
+                  f"running mean ({', '.join(folded)})" if folded else "nothing to fold"))
 
 
 def _warn(report) -> None:
@@ -98,23 +158,24 @@ def _check_bench(ctx: click.Context, bench: bool, fmt: str, fixing: bool, plot) 
                                "pip install 'bnlint[plot]'")
 
 
-def _keep_fixable(models: list):
-    """``on_model`` for --bench: keep each model with a finding that has a fix."""
+def _visitor(fixer, benched: list | None):
+    """``on_model``: the source fixer sees every model; for --bench, keep each model with a
+    finding its graph fixes can fix."""
     def visit(spec, model, findings):
-        if any(f.fix for f in findings):
-            models.append((spec, model))
+        fixer.visit_model(spec, model, findings)
+        if benched is not None and any(f.fix for f in findings):
+            benched.append((spec, model))
     return visit
 
 
 def _also_fold(visit, folder: Path, example, input_shape, saved: list[str]):
-    """``on_model`` for --save-folded: ``visit`` (if any), then fold the model into a new
-    folder in ``folder``, noting in ``saved`` what was done."""
+    """``on_model`` for --save-folded: ``visit``, then fold the model into a new folder in
+    ``folder``, noting in ``saved`` what was done."""
     from bnlint.folding import save
     from bnlint.sourcefix import folder_name
 
     def fold_each(spec, model, findings):
-        if visit is not None:
-            visit(spec, model, findings)
+        visit(spec, model, findings)
         saved.append(save(spec, model, folder / folder_name(spec), example, input_shape))
     return fold_each
 
@@ -225,7 +286,9 @@ must (--bench), a common shape found by trying some on a copy of the model.
 Fixing: --diff shows the edits, --fix makes the safe ones, --unsafe-fixes adds the ones
 that change what the model computes. --save-fixed DIR writes each fixed model (code and
 weights) to a new folder in DIR; --save-folded DIR each model with its BatchNorms folded
-into the layers before them, for deployment.
+into the layers before them, for deployment. After --fix removed biases, old checkpoints
+load again with
+  bnlint 'models/vgg.py:VGG("VGG11")' --convert-checkpoint old.pt new.pt
 \b
 Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to show),
 2 usage error, a model that failed to load, or a file --fix could not write.
@@ -267,6 +330,11 @@ Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to
               help="The shape of one input, without the batch dimension, for running the "
                    "models; an example_input() function in the model's file comes first, "
                    "INPUT_SHAPE after (see Inputs below).")
+@click.option("--convert-checkpoint", "convert", nargs=2, metavar="OLD.pt NEW.pt",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Make a state_dict saved before --fix removed biases load into the fixed "
+                   "model (the one PATH names) with strict=True, computing what it did: each "
+                   "removed bias is folded into BatchNorm's running mean. Writes NEW.pt.")
 @click.option("--bench", is_flag=True,
               help="Train each fixable model and a fixed copy side by side for a short budget and "
                    "say whether the fixes help (every fix of the enabled rules, unsafe ones "
@@ -301,8 +369,8 @@ Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to
               is_eager=True, help="List every rule and exit.")
 @click.version_option(__version__, "--version", prog_name="bnlint")
 def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show_diff, save_fixed,
-         save_folded, bench, lr_sweep, plot, example, input_shape, data, steps, seeds, lr, time_budget, device,
-         fmt, verbose):
+         save_folded, convert, bench, lr_sweep, plot, example, input_shape, data, steps, seeds, lr,
+         time_budget, device, fmt, verbose):
     """Find BatchNorm mistakes in PyTorch models: a biased layer feeding BatchNorm (BN001),
     an activation before BatchNorm (BN002), and more (`bnlint --list-rules`)."""
     if not paths:
@@ -322,44 +390,48 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
                                "--input-shape")
     _check_bench(click.get_current_context(), bench, fmt, apply_fixes or show_diff or save_fixed,
                  plot)
-    fixer = plan = entries = None
+    if convert and (len(paths) != 1 or apply_fixes or show_diff or save_fixed or save_folded
+                    or bench):
+        raise click.UsageError("--convert-checkpoint takes one PATH, the fixed model, and no "
+                               "--fix, --diff, --save-fixed, --save-folded or --bench")
+    fixing = bool(apply_fixes or show_diff or save_fixed)
+    entries = None
     folded: list[str] = []  # what --save-folded did
     refused = False  # a file --fix could not write
     benched: list = []
     try:
+        if convert:
+            _convert_checkpoint(paths[0], *convert)
+            sys.exit(EXIT_CLEAN)
         settings = load_config()
         from bnlint.lint import lint_specs
+        from bnlint.sourcefix import SourceFixer, fix_files
 
         select, ignore = _codes(select) or settings.select, _codes(ignore) + settings.ignore
         given = _load_example(example, verbose)
-        if apply_fixes or show_diff or save_fixed:
-            from bnlint.sourcefix import SourceFixer
 
-            fixer = SourceFixer(enabled_codes(select, ignore), unsafe=unsafe_fixes,
-                                named=paths, save_to=save_fixed)
-        visit = fixer.visit_model if fixer else _keep_fixable(benched) if bench else None
-        if save_folded:
-            visit = _also_fold(visit, save_folded, given, input_shape, folded)
-        report = lint_specs(
-            paths,
-            select=select,
-            ignore=ignore,
-            exclude=list(exclude) + settings.exclude,
-            static=static,
-            on_model=visit,
-            on_script=fixer.visit_script if fixer else None,
-            example=given,
-            input_shape=input_shape,
-        )
+        def lint(fixer, benched=None, folded=None):
+            visit = _visitor(fixer, benched)
+            if folded is not None:
+                visit = _also_fold(visit, save_folded, given, input_shape, folded)
+            return lint_specs(paths, select=select, ignore=ignore,
+                              exclude=list(exclude) + settings.exclude, static=static,
+                              on_model=visit, on_script=fixer.visit_script, example=given,
+                              input_shape=input_shape,
+                              weights=fixing or bench or bool(save_folded))
+
+        # every run plans the source fixes: the hints count only what --fix would change
+        fixer = SourceFixer(enabled_codes(select, ignore), unsafe=unsafe_fixes, named=paths,
+                            save_to=save_fixed, graph_fix=fixing)
+        # fold on the first lint only: --fix lints again, and a folder is never written twice
+        report = lint(fixer, benched if bench else None, folded if save_folded else None)
         for line in folded:
             click.echo(line, err=True)
-        if fixer is not None and (apply_fixes or show_diff):
+        if apply_fixes:
+            report, plan, refused = fix_files(report, fixer, lint)
+        else:
             plan = fixer.plan()
-            if not show_diff:
-                changes = len(plan.changes)
-                plan.write()
-                refused = len(plan.changes) < changes
-                report = plan.remaining(report, enabled_codes(select, ignore))
+            report = plan.mark(report)
         if bench:
             entries = _bench(benched, report, select, ignore, dict(
                 lr_sweep=lr_sweep, input_shape=input_shape, data=data, steps=steps, seeds=seeds,
@@ -384,8 +456,12 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
         for m in report.models:
             if m.status == "error":
                 click.echo(f"bnlint: error: {m.spec}: {m.reason}", err=True)
-        _tell(fixer, plan)
+        _tell([*plan.notes, *plan.explained(unsafe_fixes)], fixer.saved, plan.hidden)
         files = len(plan.changes)
+        if files and fixer.exposed:
+            click.echo(f"These edits make room for {fixer.exposed} more "
+                       f"fix{'es' * (fixer.exposed != 1)}: --fix checks the edited files again "
+                       "and makes what it can in the same run.", err=True)
         click.echo(f"Would apply {plan.fixes} fix{'es' * (plan.fixes != 1)} to {files} "
                    f"file{'s' * (files != 1)}." if files else "No fixes to apply.", err=True)
         sys.exit(EXIT_ERROR if report.has_errors else EXIT_FINDINGS if files else EXIT_CLEAN)
@@ -396,8 +472,11 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
     _warn(report)
     if entries is not None:
         _show_bench(entries, fmt, plot, verbose)
-    if fixer is not None:
-        _tell(fixer, plan)
+    if apply_fixes:
+        _tell(plan.notes, fixer.saved, plan.hidden)
+        _tell_checkpoints(plan)
+    elif save_fixed:
+        _tell(fixer.notes, fixer.saved, fixer.hidden_graph)
     if report.has_errors or refused:
         if fmt in ("json", "sarif"):  # stdout is for programs: say on stderr what failed
             for m in report.models:
@@ -407,4 +486,4 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
     if entries and any(e.error for e in entries):
         sys.exit(EXIT_ERROR)
     # like a formatter in a pre-commit hook, --fix fails the run that changed files
-    sys.exit(EXIT_FINDINGS if report.findings or (plan and plan.changes) else EXIT_CLEAN)
+    sys.exit(EXIT_FINDINGS if report.findings or (apply_fixes and plan.changes) else EXIT_CLEAN)

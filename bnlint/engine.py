@@ -10,9 +10,9 @@ from torch import fx, nn
 
 from bnlint import config, source
 from bnlint.findings import Finding, Hit, Instance, ModelResult, Report
-from bnlint.inputs import Example, resolve
+from bnlint.inputs import Example, probe, resolve
 from bnlint.rules import GRAPH, RULES, Rule, enabled_codes
-from bnlint.trace import Unit, trace_model
+from bnlint.trace import Traced, Unit, trace_model
 
 
 def locate(root: nn.Module, prefix: str, node: fx.Node) -> source.Site | None:
@@ -37,14 +37,30 @@ def unsuppressed_hits(root: nn.Module, units: Iterable[Unit],
                 yield rule, hit, site
 
 
+def traced_with_input(model: nn.Module, example: Example | None, rules: list[Rule]
+                      ) -> tuple[Traced, list[tuple[Rule, Hit, source.Site | None]], Example | None]:
+    """``model`` traced, the hits of ``rules`` in it, and the input it was traced with. Without
+    an ``example``, a forward fx cannot follow makes bnlint probe for an input the model takes
+    and record a run on it. A probed input is a guess that shows how layers connect, not the
+    layout the model is meant for (a Linear runs on (batch, features) and on (batch, length,
+    features) alike), so the shapes it gives are dropped and no rule decides anything by them."""
+    traced = trace_model(model, example)
+    if example is None and traced.opaque:
+        probed = probe(model)
+        if probed is not None:
+            example, traced = probed, trace_model(model, probed)
+            traced.forget_shapes()
+    return traced, list(unsuppressed_hits(model, traced.units, rules)), example
+
+
 def analyse(model: nn.Module, model_name: str, codes: Iterable[str],
             example: Example | None = None) -> tuple[list[Finding], ModelResult]:
     """Findings for one model (unmerged, one per offending node) and what tracing achieved.
     ``example`` is the forward's input, when one is known."""
     rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == GRAPH]
-    traced = trace_model(model)
+    traced, hits, example = traced_with_input(model, example, rules)
     findings = []
-    for rule, hit, site in unsuppressed_hits(model, traced.units, rules):
+    for rule, hit, site in hits:
         findings.append(Finding(
             code=hit.code,
             severity=rule.severity,
@@ -57,34 +73,29 @@ def analyse(model: nn.Module, model_name: str, codes: Iterable[str],
             col=site.col if site else None,
             fix=hit.fix,
         ))
-    findings = _fixable_at_their_call(model, findings)
     result = ModelResult(
         spec=model_name,
         status="ok",
         trace=traced.mode,
         opaque=sorted(traced.opaque),
-        reason="; ".join(f"{name or '<model>'}: {why}" for name, why in sorted(traced.opaque.items()))
-        or None,
+        reason=_unseen(model, traced, example),
+        traced_by=traced.traced_by,
+        example=example,
     )
     return findings, result
 
 
-def _fixable_at_their_call(model: nn.Module, findings: list[Finding]) -> list[Finding]:
-    """A module's fix edits the call that built it, so it is offered only when every module
-    that call built has the same fixable finding: a helper that also builds layers where the
-    fix does not apply keeps its code, and the finding says why."""
-    fixable = {(f.code, f.module) for f in findings if f.fix and f.module}
-    built = source.built_by_call(model)
-    checked = []
-    for f in findings:
-        site = source.recorded_site(model.get_submodule(f.module)) if f.fix and f.module else None
-        others = [n for n, _ in built.get(site, []) if (f.code, n) not in fixable]
-        if others:
-            f = replace(f, fix=None, message=(
-                f"{f.message} (Not fixable in the source: the call that built it also builds "
-                f"`{others[0]}`, where this fix does not apply.)"))
-        checked.append(f)
-    return checked
+def _unseen(model: nn.Module, traced: Traced, example: Example | None) -> str | None:
+    """What stayed opaque and why, what would let bnlint see it, and whether the example
+    could not be run."""
+    reason = "; ".join(f"{name or '<model>'}: {why}" for name, why in sorted(traced.opaque.items()))
+    if traced.opaque and example is None:
+        from bnlint.dyntrace import needs_example
+
+        reason = f"{reason}. {needs_example(model)}"
+    if traced.run_error:
+        reason = f"{reason}. {traced.run_error}" if reason else traced.run_error
+    return reason or None
 
 
 def merge(findings: Iterable[Finding]) -> list[Finding]:
@@ -136,7 +147,6 @@ def check(model: nn.Module, *, select=None, ignore=None, name: str | None = None
     codes = enabled_codes(select, ignore)
     example = resolve(model, example, probing=False)
     findings, result = analyse(model, name or type(model).__name__, codes, example)
-    result.example = example
     rules = sorted(c for c in codes if RULES[c].scope == GRAPH)
     warnings = [] if rules else [NO_RULE if not codes else (
         "no rule ran: the selected rules read scripts, and check() is given a model")]

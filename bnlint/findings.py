@@ -70,13 +70,16 @@ class ModelResult:
     spec: str
     status: str  # "ok" | "skipped" | "error"
     reason: str | None = None
-    trace: str | None = None  # "full" | "partial" | None when nothing was traced
+    # "full" | "branches" | "dynamic" | "partial" | None when nothing was traced
+    trace: str | None = None
     opaque: list[str] = field(default_factory=list)
     detail: str | None = None  # the traceback behind an error, shown with --verbose
     path: str | None = None  # the file the spec names, if it names one
     line: int | None = None  # where in that file the error arose, when known
     example: Any = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list)
+    # "fx" | "branches" | "dynamic" -> the modules (qualified names, "" the model) each saw
+    traced_by: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +91,7 @@ class ModelResult:
             "path": self.path,
             "line": self.line,
             "input": None if self.example is None else self.example.describe(),
+            "traced_by": {method: list(names) for method, names in self.traced_by.items()},
         }
 
 

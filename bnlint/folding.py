@@ -31,15 +31,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
 from torch.utils import _pytree
 
 from bnlint import graph
 from bnlint.autofix import CopyError, install
-from bnlint.inputs import Example, resolve
-from bnlint.trace import Traced, Unit, trace_model, trace_one
+from bnlint.inputs import PROBED, Example, resolve
+from bnlint.trace import Unit, trace_model, trace_one
 
 TOLERANCE = 1e-4  # relative error, in float32
 LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
@@ -83,9 +82,10 @@ def fold(model: nn.Module, *, example=None) -> FoldResult:
     """An eval-mode copy of ``model`` with every Conv1d/2d/3d, ConvTranspose1d/2d/3d and
     Linear that feeds only a BatchNorm folded into one layer. ``example`` is the forward's
     input (as ``bnlint.check`` takes it); without one, ``example_input()``, ``INPUT_SHAPE`` or
-    a probed shape gives it. With an input the whole model is checked, and shapes tell which
-    Linear feeds BatchNorm1d values of shape (batch, features), the only ones it can fold
-    into; without one, a Linear is folded where the graph shows its input is 2-D."""
+    a probed shape gives it. With an input the whole model is checked, and its shapes (not
+    those of a probed one, a guess) tell which Linear feeds BatchNorm1d values of shape
+    (batch, features), the only ones it can fold into; without them, a Linear is folded where
+    the graph shows its input is 2-D."""
     example = resolve(model, example, probing=True)
     folder = _Folder(model, example, None)
     if folder.reference is None or not folder.plans:
@@ -135,8 +135,12 @@ class _Folder:
             raise CopyError(f"fold works on a copy of the model; copy.deepcopy failed: "
                             f"{exc}") from exc
         self.example = example
-        self.traced = trace_model(self.model)
-        self.reference = _run(self.traced, self.model, example) if example is not None else None
+        self.traced = trace_model(self.model, example)
+        if example is not None and example.origin == PROBED:
+            # a guess shows how layers connect, not the layout the model is meant for: no
+            # Linear pair is folded on its shapes, as no finding is judged by them
+            self.traced.forget_shapes()
+        self.reference = _run(self.model, example) if example is not None else None
         self.names: dict[tuple, tuple[str, str]] = {}
         self.plans: dict[tuple, _Plan] = {}
         self.skipped: list[Skipped] = []
@@ -154,7 +158,8 @@ class _Folder:
             ", and the model's output on its example input" if self.reference is not None
             else " (no example input ran the whole model)"))
         return FoldResult(self.folded_model, sorted(self.folded, key=lambda p: (p.layer, p.into)),
-                          sorted(self.skipped, key=lambda s: (s.layer, s.batchnorm)), checked)
+                          sorted(set(self.skipped), key=lambda s: (s.layer, s.batchnorm, s.reason)),
+                          checked)
 
     def _plan(self, only: set | None) -> None:
         calls: dict[int, list[fx.Node]] = {}  # module -> its calls, in every traced piece
@@ -207,9 +212,13 @@ class _Folder:
         eps = rest[1] if rest else bn.eps
         folded = _folded(layer, bn, eps)
         swap = self._married(layer_node, bn_node, calls, layer, bn)
-        if not swap and (unit.prefix in self.traced.branched or getattr(unit, "dynamic", False)):
+        if not swap and unit.prefix in self.traced.branched:
             return ("the layer is also called without this BatchNorm, and its forward cannot be "
                     "rewritten as one graph (it branches on data)")
+        if not swap and unit.dynamic:
+            return ("the layer is also called without this BatchNorm, and its forward was "
+                    "recorded by running the example, one path through its Python, so a "
+                    "rewritten graph cannot replace it")
         rest_module = rest[0] if rest else None
         error = _pair_error(layer, bn, folded, rest_module)
         if error > TOLERANCE:
@@ -219,7 +228,7 @@ class _Folder:
     def _unseen(self, unit: Unit) -> bool:
         """Whether some forward that holds this piece was not traced (so may call its layers
         directly), or was recorded along one path only."""
-        if getattr(unit, "dynamic", False):  # set by the dynamic tracer, where there is one
+        if unit.dynamic:
             return True
         return any(prefix == "" or unit.prefix.startswith(prefix + ".")
                    for prefix in self.traced.opaque)
@@ -298,21 +307,12 @@ def _replace(root: nn.Module, swaps: dict[int, nn.Module]) -> nn.Module:
 
 # --- what can be folded ------------------------------------------------------------------------
 
-def _own_method(module: nn.Module, names: tuple[str, ...]) -> str | None:
-    """The first of ``names`` that the module's class defines outside torch.nn."""
-    for name in names:
-        method = getattr(type(module), name, None)
-        if method is not None and not method.__module__.startswith("torch.nn."):
-            return name
-    return None
-
-
 def _hooks(module: nn.Module) -> bool:
     return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
 def _layer_problem(layer: nn.Module) -> str | None:
-    own = _own_method(layer, ("forward", "_conv_forward"))
+    own = graph.own_forward(layer)
     if own is not None:
         return f"`{type(layer).__name__}` defines its own `{own}`"
     if parametrize.is_parametrized(layer) or hasattr(layer, "weight_g"):
@@ -346,7 +346,7 @@ def _shape_problem(gm: fx.GraphModule, layer_node: fx.Node, layer: nn.Module,
         if shape is not None and len(shape) != 2:
             return (f"the Linear's output has shape {shape}, so the BatchNorm normalises dim 1, "
                     "not the Linear's features")
-        if shape is None and not _two_dimensional(gm, graph.tensor_input(layer_node)):
+        if shape is None and graph.rank_of(gm, layer_node, {}) != 2:
             return ("bnlint cannot tell that the Linear's input is (batch, features); give an "
                     "example input")
         return None
@@ -355,51 +355,6 @@ def _shape_problem(gm: fx.GraphModule, layer_node: fx.Node, layer: nn.Module,
     if shape is not None and len(shape) != len(layer.kernel_size) + 2:
         return f"the layer's output has shape {shape}, without a batch dimension"
     return None
-
-
-def _two_dimensional(gm: fx.GraphModule, node: fx.Node | None) -> bool:
-    """Whether the graph shows that ``node``'s value is 2-D: a recorded shape, a flatten from
-    dim 1 to the end, or a view or reshape to two sizes, reached through ops that keep the
-    rank (linear layers, activations, dropout, identity)."""
-    while node is not None:
-        shape = graph.shape_of(node)
-        if shape is not None:
-            return len(shape) == 2
-        module = graph.module_of(gm, node)
-        if isinstance(module, nn.Flatten):
-            return module.start_dim == 1 and module.end_dim == -1
-        if _flattens_to_two(node) or _reshapes_to_two(node):
-            return True
-        keeps = isinstance(module, (nn.Linear, nn.Identity, _BatchNorm)) \
-            or graph.is_activation(gm, node) \
-            or graph.passthrough_kind(gm, node) in ("dropout", "identity") \
-            or (node.op == "call_function" and node.target is F.linear)
-        if not keeps:
-            return False
-        node = graph.tensor_input(node)
-    return False
-
-
-def _flattens_to_two(node: fx.Node) -> bool:
-    is_flatten = (node.op == "call_function" and node.target is torch.flatten) or (
-        node.op == "call_method" and node.target == "flatten")
-    if not is_flatten:
-        return False
-    start = node.kwargs.get("start_dim", node.args[1] if len(node.args) > 1 else 0)
-    end = node.kwargs.get("end_dim", node.args[2] if len(node.args) > 2 else -1)
-    return start == 1 and end == -1
-
-
-def _reshapes_to_two(node: fx.Node) -> bool:
-    if node.op == "call_method" and node.target in ("view", "reshape"):
-        sizes = node.args[1:]
-    elif node.op == "call_function" and node.target is torch.reshape:
-        sizes = node.args[1:] or (node.kwargs.get("shape"),)
-    else:
-        return False
-    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
-        sizes = sizes[0]
-    return len(sizes) == 2
 
 
 def _rest(bn: _BatchNorm) -> tuple[fx.GraphModule, float] | str | None:
@@ -520,52 +475,15 @@ def _difference(out, reference) -> float:
     return worst
 
 
-# --- shapes, until the tracer records them ---------------------------------------------------
+# --- the example input ------------------------------------------------------------------------
 
-def _run(traced: Traced, model: nn.Module, example: Example):
-    """The model's output on the example (``None`` if its forward refuses it), and every node
-    of every traced piece gets its shape (``graph.shape_of``) from a run of the piece's graph
-    on the input the piece's module saw."""
-    seen: dict[int, tuple] = {}
-
-    def keep(module, args, kwargs):
-        seen.setdefault(id(module), (args, kwargs))
-
-    handles = [unit.module.register_forward_pre_hook(keep, with_kwargs=True)
-               for unit in traced.units]
+def _run(model: nn.Module, example: Example):
+    """The model's output on the example, or ``None`` if its forward refuses it."""
     try:
         with torch.no_grad():
-            out = model(*example.args, **example.kwargs)
+            return model(*example.args, **example.kwargs)
     except Exception:  # noqa: BLE001 - an input the forward refuses: no whole-model check
         return None
-    finally:
-        for handle in handles:
-            handle.remove()
-    for unit in traced.units:
-        if id(unit.module) in seen:
-            values = _placeholder_values(unit, *seen[id(unit.module)])
-            if values is not None:
-                try:
-                    with torch.no_grad():
-                        ShapeProp(unit.gm).propagate(*values)
-                except Exception:  # noqa: BLE001, S110 - another branch's graph, say
-                    pass
-    return out
-
-
-def _placeholder_values(unit: Unit, args: tuple, kwargs: dict) -> list | None:
-    try:
-        bound = inspect.signature(unit.module.forward).bind(*args, **kwargs)
-    except TypeError:
-        return None
-    bound.apply_defaults()
-    values = []
-    for node in unit.gm.graph.nodes:
-        if node.op == "placeholder":
-            if node.target not in bound.arguments:
-                return None
-            values.append(bound.arguments[node.target])
-    return values
 
 
 # --- --save-folded -----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ resolved to the module objects they call.
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Iterator
 
 import torch
@@ -127,6 +128,15 @@ def is_batchnorm(gm: fx.GraphModule, node: fx.Node) -> bool:
     return node.op == "call_function" and node.target in BATCHNORM_FUNCTIONS
 
 
+def batchnorm_channels(module: nn.Module | None) -> int | None:
+    """A BatchNorm module's number of channels, where it is known: not for anything else
+    (``None`` for a functional call), nor for a lazy BatchNorm before its first call."""
+    if not isinstance(module, _BatchNorm) or any(
+            nn.parameter.is_lazy(getattr(module, name)) for name in ("weight", "running_mean")):
+        return None
+    return module.num_features
+
+
 def is_biased_layer(gm: fx.GraphModule, node: fx.Node) -> bool:
     """A conv/linear layer whose bias is present (module attribute or functional argument)."""
     if node.op == "call_module":
@@ -137,6 +147,17 @@ def is_biased_layer(gm: fx.GraphModule, node: fx.Node) -> bool:
         bias = node.kwargs.get("bias", node.args[position] if len(node.args) > position else None)
         return bias is not None
     return False
+
+
+def own_forward(layer: nn.Module) -> str | None:
+    """``forward`` or ``_conv_forward``, whichever the layer's class defines outside torch.nn
+    first: a subclass that computes its output its own way (with its weight and bias, or not);
+    ``None`` for torch's own layers."""
+    for name in ("forward", "_conv_forward"):
+        method = getattr(type(layer), name, None)
+        if method is not None and not method.__module__.startswith("torch.nn."):
+            return name
+    return None
 
 
 def is_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
@@ -255,6 +276,26 @@ def node_inputs(node: fx.Node) -> Iterator[fx.Node]:
             yield arg
 
 
+def operands(node: fx.Node) -> Iterator[tuple[int, fx.Node]]:
+    """(position, node) of a node's tensor operands, ``other=`` counting as position 1."""
+    for i, arg in enumerate(node.args):
+        if isinstance(arg, fx.Node):
+            yield i, arg
+    for name, i in (("input", 0), ("other", 1)):
+        if isinstance(node.kwargs.get(name), fx.Node):
+            yield i, node.kwargs[name]
+
+
+def by_target(gm: fx.GraphModule) -> dict[tuple[str, str], list[fx.Node]]:
+    """Every module call and attribute read, by ``(op, target)``, in graph order: one pass over
+    the graph for a rule that asks about many targets (``calls_of`` walks it per question)."""
+    found: dict[tuple[str, str], list[fx.Node]] = {}
+    for node in gm.graph.nodes:
+        if node.op in ("call_module", "get_attr"):
+            found.setdefault((node.op, node.target), []).append(node)
+    return found
+
+
 def calls_of(gm: fx.GraphModule, target: str) -> list[fx.Node]:
     """Every node that calls the module at ``target`` (a shared layer has several)."""
     return [n for n in gm.graph.nodes if n.op == "call_module" and n.target == target]
@@ -283,3 +324,176 @@ def dropout_rate(gm: fx.GraphModule, node: fx.Node) -> float | None:
     if training is False:
         return 0.0
     return float(p) if isinstance(p, (int, float)) else 0.5
+
+
+# --- ranks and shapes --------------------------------------------------------------------------
+
+_KEEPS_RANK_TYPES = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.LayerNorm, nn.GroupNorm,
+                     _BatchNorm, nn.Identity, *_DROPOUT_TYPES)
+
+
+def spatial_dims(op) -> int | None:
+    """How many trailing dimensions a convolution or pooling (a module, or the function a
+    node calls) works over: 1, 2 or 3."""
+    if isinstance(op, nn.modules.conv._ConvNd):
+        return len(op.kernel_size)
+    names = ([cls.__name__ for cls in type(op).__mro__] if isinstance(op, nn.Module)
+             else [getattr(op, "__name__", "")])
+    for name in names:
+        match = re.search(r"([123])d_?$", name)
+        if match:
+            return int(match[1])
+    return None
+
+
+def flatten_dims(gm: fx.GraphModule, node: fx.Node) -> tuple[int, int] | None:
+    """``(start_dim, end_dim)`` of a flatten (module, function or method), else ``None``."""
+    module = module_of(gm, node)
+    if isinstance(module, nn.Flatten):
+        return module.start_dim, module.end_dim
+    is_flatten = (node.op == "call_function" and node.target is torch.flatten) or (
+        node.op == "call_method" and node.target == "flatten")
+    if not is_flatten:
+        return None
+    start = node.kwargs.get("start_dim", node.args[1] if len(node.args) > 1 else 0)
+    end = node.kwargs.get("end_dim", node.args[2] if len(node.args) > 2 else -1)
+    return (start, end) if isinstance(start, int) and isinstance(end, int) else None
+
+
+def _reshaped_rank(node: fx.Node) -> int | None:
+    """The rank a view/reshape asks for when its sizes are written out (``x.view(n, -1)``)."""
+    if node.op == "call_method" and node.target in ("view", "reshape"):
+        sizes = node.args[1:]
+    elif node.op == "call_function" and node.target is torch.reshape:
+        sizes = node.args[1:] or (node.kwargs.get("shape"),)
+    else:
+        return None
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        return len(sizes[0])
+    return len(sizes) if sizes and not any(isinstance(s, (tuple, list)) for s in sizes) else None
+
+
+_REDUCTIONS = {"mean", "sum", "amax", "amin", "std", "var", "logsumexp", "prod"}
+
+
+def _reduced_dims(node: fx.Node) -> int | None:
+    """How many dimensions a reduction (``x.mean((2, 3))``, ``torch.sum(x, 1)``) drops."""
+    if node.op == "call_method":
+        name = node.target
+    elif node.op == "call_function":
+        name = getattr(node.target, "__name__", "")
+        if node.target is not getattr(torch, name, None):
+            return None
+    else:
+        return None
+    if name not in _REDUCTIONS:
+        return None
+    dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+    keepdim = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
+    if keepdim is True:
+        return 0
+    if isinstance(dims, int):
+        return 1
+    if isinstance(dims, (tuple, list)) and all(isinstance(d, int) for d in dims):
+        return len(dims)
+    return None
+
+
+def _rank_rule(gm: fx.GraphModule, node: fx.Node) -> int | tuple[int, list[fx.Node]] | None:
+    """A node's rank: known (an int), the largest rank of some inputs plus a number (a tuple),
+    or unknown (``None``)."""
+    shape = shape_of(node)
+    if shape is not None:
+        return len(shape)
+    if is_batchnorm(gm, node) and node.op == "call_module":
+        spatial = spatial_dims(module_of(gm, node))
+        if spatial is not None and spatial > 1:
+            return spatial + 2  # BatchNorm2d accepts only 4-D input, BatchNorm3d only 5-D
+    reduced = _reduced_dims(node)
+    if reduced is not None:
+        source = tensor_input(node)
+        return (-reduced, [source]) if source is not None else None
+    dims = flatten_dims(gm, node)
+    if dims is not None:
+        start, end = dims
+        return start + 1 if end == -1 and start >= 0 else None
+    reshaped = _reshaped_rank(node)
+    if reshaped is not None:
+        return reshaped
+    source = tensor_input(node)
+    if isinstance(module_of(gm, node), nn.Embedding):
+        return (1, [source]) if source is not None else None
+    if _is_residual_add(node):
+        return 0, [n for _, n in operands(node)]
+    keeps = (isinstance(module_of(gm, node), _KEEPS_RANK_TYPES) or is_batchnorm(gm, node)
+             or is_activation(gm, node) or _is_dropout(gm, node)
+             or passthrough_kind(gm, node) in ("identity", "pool")
+             or (node.op == "call_function" and node.target in BIASED_LAYER_FUNCTIONS))
+    return (0, [source]) if keeps and source is not None else None
+
+
+def from_inputs(node: fx.Node, rule, memo: dict):
+    """A property of ``node`` that follows from the same property of some of its inputs,
+    worked out without recursion (graphs are thousands of nodes deep) and once per node
+    (``memo`` keeps every node's, for the next question). ``rule(n)`` returns ``(inputs,
+    combine)``: ``n``'s property is ``combine([the property of each input])``."""
+    pending: dict[fx.Node, tuple] = {}
+    stack = [node]
+    while stack:
+        current = stack[-1]
+        if current in memo:
+            stack.pop()
+            continue
+        if current not in pending:
+            pending[current] = rule(current)
+        inputs, combine = pending[current]
+        missing = [n for n in inputs if n not in memo]
+        if missing:
+            stack.extend(missing)
+            continue
+        memo[current] = combine([memo[n] for n in inputs])
+        stack.pop()
+    return memo[node]
+
+
+def rank_of(gm: fx.GraphModule, node: fx.Node, memo: dict[fx.Node, int | None]) -> int | None:
+    """The number of dimensions of ``node``'s value: recorded where an example input gave
+    shapes, else worked out from the ops that fix it (a flatten from dim 1 gives 2,
+    ``x.view(n, -1)`` 2, ``x.mean((2, 3))`` two fewer, BatchNorm2d 4) through those that keep
+    it (layers, norms, activations, dropout, pooling, sums). ``memo`` as for ``from_inputs``."""
+    def rule(n: fx.Node):
+        found = _rank_rule(gm, n)
+        if not isinstance(found, tuple):
+            return (), lambda _: found
+        extra, inputs = found
+        return inputs, lambda ranks: max(ranks) + extra if ranks and None not in ranks else None
+
+    return from_inputs(node, rule, memo)
+
+
+class Index:
+    """What rules ask of one graph, worked out once for all their questions: the rank of
+    values (``rank_of``), the module each node calls, and the nodes that call a module or
+    read an attribute, by target. Build a new one after changing the graph."""
+
+    def __init__(self, gm: fx.GraphModule):
+        self.gm = gm
+        self.ranks: dict[fx.Node, int | None] = {}
+        self._targets: dict[tuple[str, str], list[fx.Node]] | None = None
+        self._modules: dict[str, nn.Module] | None = None
+
+    def module(self, node: fx.Node) -> nn.Module | None:
+        """``module_of``, from one walk over the graph's modules instead of one lookup each."""
+        if node.op != "call_module":
+            return None
+        if self._modules is None:
+            self._modules = dict(self.gm.named_modules())
+        return self._modules[node.target]
+
+    def nodes(self, op: str, target: str) -> list[fx.Node]:
+        if self._targets is None:
+            self._targets = by_target(self.gm)
+        return self._targets.get((op, target), [])
+
+    def rank(self, node: fx.Node) -> int | None:
+        return rank_of(self.gm, node, self.ranks)

@@ -46,17 +46,22 @@ def check_scripts(files: Iterable[Path], codes: set[str], on_script=None) -> lis
 
 def lint_specs(specs: Iterable[str], *, select=None, ignore=None, exclude=(),
                static: bool = False, on_model=None, on_script=None,
-               example: Example | None = None, input_shape=None) -> Report:
+               example: Example | None = None, input_shape=None,
+               weights: bool | None = None) -> Report:
     """``static=True`` keeps only the script rules; whenever no graph rule is enabled, nothing
     is imported, so neither torch nor the user's packages are needed.
     ``on_model(spec, model, findings)`` sees each model while it is alive, with its unmerged
     findings, and ``on_script`` each script file read: that is how fixes are gathered.
-    Models handed to ``on_model`` are built with their weights (fixes and the benchmark need
-    them); without it, on the meta device, unless their ``__init__`` needs tensor values.
+    Models are built with their weights when ``weights`` is true (fixes and the benchmark need
+    them; by default, whenever ``on_model`` is given), else on the meta device, unless their
+    ``__init__`` needs tensor values.
     ``example`` and ``input_shape`` give every model's input (see ``bnlint.inputs.resolve``)."""
+    if weights is None:
+        weights = on_model is not None
+
     def prepare(candidate):
         """The candidate's model, a note on how it was built, its input. Raises LoadError."""
-        model, note = build(candidate, meta=on_model is None)
+        model, note = build(candidate, meta=not weights)
         homes = [candidate.home] if candidate.home else []
         found = resolve(model, example, input_shape=input_shape, homes=homes, probing=False)
         return model, note, found
@@ -94,7 +99,6 @@ def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare) 
             analysed.add(model)
             try:
                 found, result = analyse(model, candidate.spec, codes, example=example)
-                result.example = example
                 if note:
                     result.notes.append(note)
                 if on_model is not None:

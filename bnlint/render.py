@@ -78,10 +78,15 @@ def render_text(report: Report, out: TextIO, *, verbose: bool = False) -> None:
         elif m.opaque:
             console.print(f"[bold]{escape(m.spec)}:[/] [yellow]partly analysed:[/] "
                           f"{escape(_opaque(m))}")
-            if verbose and m.reason:
+            if m.reason:
                 console.print(f"    [dim]{escape(m.reason)}[/]")
+            if verbose:
+                _print_traced_by(console, m)
         elif verbose:
             console.print(f"[bold]{escape(m.spec)}:[/] [green]analysed[/] (trace: {m.trace})")
+            if m.reason:
+                console.print(f"    [dim]{escape(m.reason)}[/]")
+            _print_traced_by(console, m)
         if verbose and m.status == "ok":
             input_ = m.example.describe() if m.example else "none given"
             for note in (f"input: {input_}", *m.notes):
@@ -109,6 +114,16 @@ def render_text(report: Report, out: TextIO, *, verbose: bool = False) -> None:
                     "change what the code does")
     if hint:
         console.print("; ".join(hint) + " (`--diff` shows the edits first).")
+
+
+def _print_traced_by(console, m) -> None:
+    """How each part was seen, where more than fx alone was needed."""
+    from rich.markup import escape
+
+    if set(m.traced_by) - {"fx"}:
+        parts = [f"{method}: {', '.join(n or '<model>' for n in names)}"
+                 for method, names in m.traced_by.items()]
+        console.print(f"    [dim]traced by {escape('; '.join(parts))}[/]")
 
 
 def render_json(report: Report, out: TextIO, *, verbose: bool = False) -> None:

@@ -1,11 +1,14 @@
 """Model -> fx graphs. ``symbolic_trace`` first; where the user's Python cannot be traced
 (data-dependent ``if``, shape arithmetic turned into ints, ...), the failing submodule is kept
-as an opaque leaf and analysed on its own, recursively, so everything traceable still is."""
+as an opaque leaf and analysed on its own, recursively, so everything traceable still is.
+Given an example input, what fx could not follow is recorded by running it (``dyntrace``)."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from torch import fx, nn
@@ -13,17 +16,21 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from bnlint import source
 from bnlint.graph import ACTIVATION_TYPES, BIASED_LAYER_TYPES
+from bnlint.inputs import Example
 
 _ALWAYS_LEAF = (_BatchNorm, *ACTIVATION_TYPES, *BIASED_LAYER_TYPES)
 
 
 @dataclass
 class Unit:
-    """One traced piece of a model: ``gm``'s module names are relative to ``prefix``."""
+    """One traced piece of a model: ``gm``'s module names are relative to ``prefix``.
+    ``dynamic``: recorded by running the forward on an example, so it holds the one path
+    through the forward's Python that the example took."""
 
     prefix: str
     gm: fx.GraphModule
     module: nn.Module
+    dynamic: bool = False
 
 
 @dataclass
@@ -33,12 +40,33 @@ class Traced:
     opaque: dict[str, str] = field(default_factory=dict)
     # modules whose forward branches on data: each branch was traced and analysed separately
     branched: list[str] = field(default_factory=list)
+    # modules whose forward fx traced in one graph
+    followed: list[str] = field(default_factory=list)
+    # modules fx could not follow that a run on the example input recorded
+    recorded: list[str] = field(default_factory=list)
+    # why the example input could not be run through the model, if it could not
+    run_error: str | None = None
+
+    def forget_shapes(self) -> None:
+        """Drop the shapes recorded on every value (those a probed input gave, say)."""
+        for unit in self.units:
+            for node in unit.gm.graph.nodes:
+                node.meta.pop("tensor_meta", None)
 
     @property
     def mode(self) -> str:
         if self.opaque:
             return "partial"
+        if self.recorded:
+            return "dynamic"
         return "branches" if self.branched else "full"
+
+    @property
+    def traced_by(self) -> dict[str, list[str]]:
+        """How each part was seen: ``fx``, ``branches`` (fx, once down each branch) or
+        ``dynamic`` (recorded while running the example) -> the modules it covered."""
+        methods = {"fx": self.followed, "branches": self.branched, "dynamic": self.recorded}
+        return {method: sorted(set(names)) for method, names in methods.items() if names}
 
 
 class Tracer(fx.Tracer):
@@ -89,10 +117,33 @@ def user_stack() -> str | None:
     ) or None
 
 
+@contextlib.contextmanager
+def attributes_kept(model: nn.Module) -> Iterator[None]:
+    """Undo whatever a forward stores on its modules while it is traced or run (a cache, a
+    counter, a proxy, the weight the old ``spectral_norm`` hook computes): every attribute, and
+    the entries of every dict attribute (parameters, buffers, submodules, hooks), is put back
+    as it was."""
+    saved = [(vars(m), dict(vars(m))) for m in model.modules()]
+    entries = [(d, dict(d)) for attributes, _ in saved for d in attributes.values()
+               if isinstance(d, dict)]
+    try:
+        yield
+    finally:
+        for attributes, before in saved:
+            for key in set(attributes) - set(before):
+                del attributes[key]
+            attributes.update(before)
+        for d, before in entries:
+            if d.keys() != before.keys() or any(d[k] is not v for k, v in before.items()):
+                d.clear()
+                d.update(before)
+
+
 def trace_one(module: nn.Module, opaque: set[int] = frozenset(),
               branch: bool | None = None) -> fx.GraphModule:
     tracer = Tracer(opaque, branch)
-    graph = tracer.trace(module)
+    with attributes_kept(module):
+        graph = tracer.trace(module)
     return fx.GraphModule(tracer.root, graph, type(module).__name__)
 
 
@@ -112,26 +163,33 @@ def _culprit(exc: BaseException, candidates: dict[int, nn.Module]) -> nn.Module 
     return found
 
 
-def _reason(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """The exception's last line, as a traceback ends: ``Type: message``."""
     text = traceback.format_exception_only(type(exc), exc)[-1].strip()
     return text.splitlines()[0][:300]
 
 
-def trace_model(model: nn.Module) -> Traced:
+def trace_model(model: nn.Module, example: Example | None = None) -> Traced:
+    """Trace ``model`` with fx; with an ``example`` of its forward's arguments, also record
+    what fx left opaque by running it, and the shape of every value."""
     result = Traced()
     _visit(model, "", result)
+    if example is not None:
+        from bnlint import dyntrace
+
+        dyntrace.complete(model, example, result)
     return result
 
 
 _CONTAINERS = (nn.ModuleList, nn.ModuleDict)
 
 
-def _trace_branches(module: nn.Module, opaque: set[int]) -> list[fx.GraphModule] | None:
-    """Both paths of a forward whose ``if`` tests tensor data, or ``None`` if that fails too."""
+def _trace_branches(module: nn.Module, opaque: set[int]) -> list[fx.GraphModule] | Exception:
+    """Both paths of a forward whose ``if`` tests tensor data, or why that fails too."""
     try:
         return [trace_one(module, opaque, branch) for branch in (True, False)]
-    except Exception:  # noqa: BLE001
-        return None
+    except Exception as exc:  # noqa: BLE001
+        return exc
 
 
 def _visit(module: nn.Module, prefix: str, result: Traced) -> None:
@@ -148,16 +206,21 @@ def _visit(module: nn.Module, prefix: str, result: Traced) -> None:
             culprit = _culprit(exc, candidates)
             if culprit is None or culprit is module or id(culprit) in leaves:
                 branches = _trace_branches(module, set(leaves))
-                if branches is not None:
+                if isinstance(branches, list):
                     result.units += [Unit(prefix, gm, module) for gm in branches]
                     result.branched.append(prefix)
                     break
-                result.opaque[prefix] = _reason(exc)
+                inner = _culprit(branches, candidates)  # a submodule fails on one branch
+                if inner is not None and inner is not module and id(inner) not in leaves:
+                    leaves[id(inner)] = inner
+                    continue
+                result.opaque[prefix] = describe_error(exc)
                 _visit_children(module, prefix, result)
                 return
             leaves[id(culprit)] = culprit
             continue
         result.units.append(Unit(prefix, gm, module))
+        result.followed.append(prefix)
         break
     for key, leaf in leaves.items():
         _visit(leaf, _join(prefix, names[key]), result)

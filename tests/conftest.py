@@ -56,3 +56,22 @@ def run_bnlint(*args, cwd):
         return CliRunner().invoke(main, [str(arg) for arg in args])
     finally:
         os.chdir(before)
+def shaped_graph(model, *example):
+    """``model`` traced as bnlint traces it (in one piece), with the shape of every value
+    recorded from ``example``, if given, as an example input records it
+    (``node.meta["tensor_meta"]``).
+    The graph calls the model's own layers, so a graph fix changes ``model``."""
+    import torch
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    from bnlint.trace import trace_model
+
+    [unit] = trace_model(model).units
+    if not example:
+        return unit.gm
+    training = model.training
+    model.eval()  # leaves the running statistics as they are
+    with torch.no_grad():
+        ShapeProp(unit.gm).propagate(*example)
+    model.train(training)
+    return unit.gm

@@ -1,12 +1,16 @@
 """BN001: a biased conv/linear layer feeding BatchNorm."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import bnlint
-from conftest import FIXTURES, line_of
+from bnlint.rules import bias_before_bn
+from conftest import FIXTURES, line_of, shaped_graph
+from tests.test_fix_graph import assert_same_function, one_thread, train  # noqa: F401
 
 
 def codes(report):
@@ -216,3 +220,172 @@ def test_select_and_ignore():
     assert codes(bnlint.check(model, select=["BN001"])) == ["BN001"]
     assert codes(bnlint.check(model, ignore=["BN001"])) == ["BN002"]
     assert codes(bnlint.check(model, select=["BN"], ignore=["BN002"])) == ["BN001"]
+
+
+# --- what the bias lies along ------------------------------------------------------------------
+
+
+class TabularMLP(nn.Module):
+    """Linear on (batch, features) into BatchNorm1d over those features: the textbook BN001."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 8)
+        self.bn = nn.BatchNorm1d(8)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.bn(self.fc(x))))
+
+
+def test_linear_on_batch_features_is_fixed_exactly_once_shapes_are_known():
+    model = TabularMLP()
+    train(model, (16, 6), steps=3)
+    fixed = copy.deepcopy(model)
+    gm = shaped_graph(fixed, torch.randn(4, 6))
+    [hit] = bias_before_bn.check(gm)
+    assert hit.fix == "safe" and "dead weight. Use bias=False." in hit.message
+    assert bias_before_bn.fix(gm, hit) is None
+    assert fixed.fc.bias is None
+    assert_same_function(model, fixed, (16, 6))
+    train(model, (16, 6), steps=2, seed=7)
+    train(fixed, (16, 6), steps=2, seed=7)
+    assert_same_function(model, fixed, (16, 6))
+
+
+def test_linear_of_unknown_input_rank_is_reported_without_a_fix():
+    model = TabularMLP()
+    [finding] = bnlint.check(model).findings
+    assert finding.code == "BN001" and finding.fix is None
+    assert ("if its input is (batch, features), BatchNorm subtracts each feature's mean and the"
+            " bias is dead weight" in finding.message)
+    assert "(batch, length, features), where BatchNorm1d normalises dim 1" in finding.message
+    assert "with an example input it records the shapes" in finding.message
+    result = bnlint.fix(model)
+    assert result.applied == [] and "cannot tell" in result.skipped[0].reason
+    assert model.fc.bias is not None
+
+
+class ConvThenLinear(nn.Module):
+    def __init__(self, to_vectors, features):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, bias=False)
+        self.bn0 = nn.BatchNorm2d(4)
+        self.to_vectors = to_vectors
+        self.fc = nn.Linear(features, 8)
+        self.bn = nn.BatchNorm1d(8)
+
+    def forward(self, x):
+        x = self.to_vectors(torch.relu(self.bn0(self.conv(x))))
+        return self.bn(self.fc(x))
+
+
+@pytest.mark.parametrize("to_vectors, features", [
+    (lambda x: x.flatten(1), 64),
+    (lambda x: torch.flatten(x, 1), 64),
+    (lambda x: x.view(x.size(0), -1), 64),
+    (lambda x: x.reshape(x.shape[0], -1), 64),
+    (lambda x: x.mean((2, 3)), 4),
+    (lambda x: torch.amax(x, dim=(2, 3)), 4),
+], ids=["flatten", "torch.flatten", "view", "reshape", "mean", "amax"])
+def test_linear_input_rank_read_from_the_op_before_it(to_vectors, features):
+    model = ConvThenLinear(to_vectors, features)
+    train(model, (8, 3, 6, 6), steps=2)
+    [finding] = bnlint.check(model).findings
+    assert (finding.code, finding.module, finding.fix) == ("BN001", "fc", "safe")
+    result = bnlint.fix(model)
+    assert [e.module for e in result.applied] == ["fc"]
+    assert_same_function(model, result.model, (8, 3, 6, 6))
+
+
+class SequenceLinear(nn.Module):
+    """Linear on (batch, length, features) into BatchNorm1d(length): BatchNorm normalises each
+    position, and the Linear's per-feature bias varies inside every position's values."""
+
+    def __init__(self, length, features):
+        super().__init__()
+        self.fc = nn.Linear(3, features)
+        self.bn = nn.BatchNorm1d(length)
+
+    def forward(self, x):
+        return self.bn(self.fc(x))
+
+
+@pytest.mark.parametrize("length, features", [(5, 5), (7, 5)])
+def test_linear_on_a_sequence_into_batchnorm_over_positions_is_not_bn001(length, features):
+    model = SequenceLinear(length, features)
+    train(model, (8, length, 3), steps=2)
+    assert list(bias_before_bn.check(shaped_graph(model, torch.randn(2, length, 3)))) == []
+    # the fold would change what the model computes: the bias is not dead here
+    folded = copy.deepcopy(model)
+    with torch.no_grad():
+        folded.bn.running_mean -= folded.fc.bias[:length] if length == features else 0
+        folded.fc.bias = None
+    x = torch.randn(8, length, 3) * 3 + 2
+    assert not torch.allclose(model.train()(x), folded.train()(x), atol=1e-3)
+    # without shapes: a BatchNorm1d whose size is not the Linear's features shows the input
+    # is 3-D; with equal sizes bnlint cannot tell, and offers no fix
+    findings = bnlint.check(model, select=["BN001"]).findings
+    if length != features:
+        assert findings == []
+    else:
+        [finding] = findings
+        assert finding.fix is None and "cannot tell" in finding.message
+
+
+def test_linear_over_positions_flattened_into_batchnorm_is_folded_per_feature():
+    class Flat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 4)
+            self.bn = nn.BatchNorm1d(5 * 4)
+
+        def forward(self, x):
+            return self.bn(self.fc(x).flatten(1))
+
+    model = Flat()
+    train(model, (8, 5, 3), steps=3)
+    [finding] = bnlint.check(model).findings
+    assert finding.fix == "safe"
+    result = bnlint.fix(model)
+    assert [e.module for e in result.applied] == ["fc"]
+    assert_same_function(model, result.model, (8, 5, 3))
+
+
+@pytest.mark.parametrize("pool", ["nn.MaxPool1d(2)", "nn.AdaptiveAvgPool1d(2)"])
+def test_pooling_over_the_features_a_linear_bias_lies_along_is_not_bn001(pool):
+    model = nn.Sequential(nn.Linear(3, 4), eval(pool), nn.BatchNorm1d(5))
+    assert bnlint.check(model, select=["BN001"]).findings == []
+
+
+def test_conv_on_an_unbatched_input_is_not_bn001_once_shapes_are_known():
+    model = nn.Sequential(nn.Conv1d(3, 4, 1), nn.BatchNorm1d(6))  # (C, L): BN sees L features
+    assert list(bias_before_bn.check(shaped_graph(model, torch.randn(3, 6)))) == []
+
+
+@pytest.mark.parametrize("name", ["SiameseNet", "SharedStemNet", "FlattenHeadNet",
+                                  "ResidualSubNet", "MLPHead", "SharedNormNet"])
+def test_recorded_shapes_agree_with_the_structural_reading(name):
+    """Where bnlint can read a layout from the graph alone, shapes from an example input give
+    the same findings, fixes and messages."""
+    from tests.test_fix_graph import fixture_module
+
+    model = getattr(fixture_module("fixable"), name)()
+    without = [(h.module, h.fix, h.message, h.related) for h in
+               bias_before_bn.check(shaped_graph(model))]
+    with_shapes = [(h.module, h.fix, h.message, h.related) for h in
+                   bias_before_bn.check(shaped_graph(model, torch.randn(4, 3, 16, 16)))]
+    assert with_shapes == without and without
+
+
+def test_a_declared_input_settles_the_rank_of_a_linear():
+    """The example says the input is (batch, 6): with the shapes recorded the fix is safe, and
+    exact. (A probed input would not do: it is a guess, and a Linear takes (batch, length, 6)
+    as well.)"""
+    model = TabularMLP()
+    train(model, (16, 6), steps=3)
+    [finding] = bnlint.check(model, example=torch.randn(4, 6)).findings
+    assert finding.fix == "safe"
+    result = bnlint.fix(model, example=torch.randn(4, 6))
+    assert [e.code for e in result.applied] == ["BN001"]
+    assert_same_function(model, result.model, (16, 6))

@@ -2,6 +2,8 @@
 and the source edit; these cover what is and is not a dropout, the graph fix, and the combined
 fix with BN002."""
 
+import json
+
 import pytest
 import torch
 from torch import fx, nn
@@ -198,3 +200,22 @@ def test_entries_sharing_a_line_trade_places(project):
     assert path.read_text(encoding="utf-8").splitlines()[-1] == (
         "model = nn.Sequential(nn.Linear(4, 8, bias=False), nn.BatchNorm1d(8), "
         "nn.Dropout(0.5))  # a comment")
+
+
+def test_a_dropout_left_to_a_reorder_that_cannot_be_written_is_not_offered(project):
+    """The dropout sits between activation and BatchNorm, so BN002's reorder would move it;
+    where that reorder cannot be written (the BatchNorm is not in the activation's Sequential),
+    neither finding keeps a fix mark, and each says why."""
+    path = project / "model.py"
+    source = ("from torch import nn\n\n\ndef build():\n"
+              "    pre = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.ReLU(),\n"
+              "                        nn.Dropout(0.2))\n"
+              "    return nn.Sequential(pre, nn.BatchNorm2d(8))\n\n\nINPUT_SHAPE = (3, 8, 8)\n")
+    path.write_text(source, encoding="utf-8")
+    result = run_cli("model.py:build()", "--select", "BN002,BN008", "--format", "json")
+    findings = {f["code"]: f for f in json.loads(result.stdout)["findings"]}
+    assert set(findings) == {"BN002", "BN008"}
+    assert all(f["fix"] is None for f in findings.values())
+    assert "BN002's reorder of the BatchNorm moves the dropout" in findings["BN008"]["message"]
+    run_cli("model.py:build()", "--select", "BN002,BN008", "--fix", "--unsafe-fixes")
+    assert path.read_text(encoding="utf-8") == source

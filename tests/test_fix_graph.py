@@ -222,23 +222,9 @@ class CustomConvNet(nn.Module):
         return self.bn(self.conv(x))
 
 
-class LinearOverSequence(nn.Module):
-    """A Linear on (batch, time, features) into BatchNorm1d over time: the bias varies across
-    the values BatchNorm averages, so it is not dead and must not be dropped."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(6, 5)
-        self.bn = nn.BatchNorm1d(7)
-
-    def forward(self, x):
-        return self.bn(self.fc(x))
-
-
 @pytest.mark.parametrize("cls, reason", [
     (FunctionalBias, "functional call"),
     (CustomConvNet, "defines its own `forward`"),
-    (LinearOverSequence, "not one value per BatchNorm channel"),
 ])
 def test_unprovable_folds_are_skipped_with_a_reason(cls, reason):
     result = bnlint.fix(cls())

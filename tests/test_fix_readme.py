@@ -26,7 +26,7 @@ def steps(session: str) -> list[tuple[str, list[str]]]:
 def test_fixing_sessions_run_as_shown(tmp_path):
     shutil.copytree(FIXTURES, tmp_path / "fixtures")
     pristine = {p.name: p.read_bytes() for p in FIXTURES.glob("*.py")}
-    assert len(SESSIONS) == 2
+    assert len(SESSIONS) == 3
     for session in SESSIONS:
         for command, shown in steps(session):
             result = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True,

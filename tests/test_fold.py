@@ -131,6 +131,17 @@ def test_a_linear_whose_input_rank_is_unknown_is_not_folded(monkeypatch):
     assert len(head.folded) == 2 and "no example input" in head.checked
 
 
+def test_a_probed_input_does_not_decide_a_linear_pair(monkeypatch):
+    """Probing finds that TokenMLP runs on (batch, 16) as well, a guess: shapes it gives are
+    dropped, as for findings, so the Linear meant for (batch, tokens, features) stays unfolded."""
+    model = trained(CASES.TokenMLP())
+    monkeypatch.delattr(CASES.TokenMLP, "INPUT_SHAPE")
+    result = bnlint.fold(model)
+    [skipped] = result.skipped
+    assert "cannot tell that the Linear's input is (batch, features)" in skipped.reason
+    assert result.folded == [] and "the model's output on its example input" in result.checked
+
+
 def test_batchnorm_without_running_statistics_is_left_alone():
     _, result = folded_exactly("BatchStatistics")
     [skipped] = result.skipped
@@ -199,7 +210,19 @@ class Untraceable(nn.Module):
         return torch.cat(rows) + self.other(x)
 
 
-def test_what_a_forward_hides_is_caught_by_the_check_on_the_example():
+@pytest.mark.parametrize("tracer, reason", [
+    pytest.param("recorded", "also called without this BatchNorm",
+                 id="the run-time tracer records the loop and refuses the pair before folding"),
+    pytest.param("fx", "changes the model's output on its example input",
+                 id="where no tracer sees the call, the check on the example catches it"),
+])
+def test_what_a_forward_hides_leaves_only_its_pair_unfolded(monkeypatch, tracer, reason):
+    """The loop calls the block's conv outside the block: that pair is left as it is (once,
+    however many times the loop ran it), the other one folded, and the output kept."""
+    from bnlint.trace import trace_model
+
+    if tracer == "fx":
+        monkeypatch.setattr("bnlint.folding.trace_model", lambda model, example: trace_model(model))
     torch.manual_seed(0)
     model = Untraceable()
     with torch.no_grad():
@@ -210,7 +233,7 @@ def test_what_a_forward_hides_is_caught_by_the_check_on_the_example():
     assert [(p.layer, p.batchnorm) for p in result.folded] == [("other.0", "other.1")]
     [skipped] = result.skipped
     assert (skipped.layer, skipped.batchnorm) == ("block.0", "block.1")
-    assert "changes the model's output on its example input" in skipped.reason
+    assert reason in skipped.reason
     with torch.no_grad():
         assert relative_error(result.model(x), model(x)) < 1e-5
 

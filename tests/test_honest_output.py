@@ -227,7 +227,8 @@ def test_a_run_that_found_nothing_to_check_says_so(tmp_path):
     assert note["level"] == "warning" and "nothing was checked" in note["message"]["text"]
 
 
-def test_a_partly_analysed_model_is_named_with_what_was_not_checked():
+def test_a_partly_analysed_model_is_named_with_what_was_not_checked(monkeypatch):
+    monkeypatch.setattr("bnlint.engine.probe", lambda model: None)  # no input: fx alone
     result = run(FIXTURES / "dynamic.py", "--select", "BN005")
     assert result.exit_code == 0
     assert "All checks passed" not in result.stdout
@@ -316,7 +317,8 @@ def test_load_errors_are_github_annotations_on_the_file(broken):
     assert lines[1].startswith("::error file=raises.py,line=4,title=bnlint::raises.py: import failed")
 
 
-def test_sarif_of_skipped_and_partly_analysed_models_validates():
+def test_sarif_of_skipped_and_partly_analysed_models_validates(monkeypatch):
+    monkeypatch.setattr("bnlint.engine.probe", lambda model: None)  # no input: fx alone
     data = json.loads(run(FIXTURES / "dynamic.py", FIXTURES / "scripts" / "train_val_ok.py",
                           "--format", "sarif").stdout)
     schema = sarif_schema()

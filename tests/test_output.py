@@ -13,8 +13,10 @@ from conftest import FIXTURES
 
 @pytest.fixture(scope="module")
 def report():
-    return lint_specs([str(FIXTURES / "vgg.py"), str(FIXTURES / "act_before_bn.py"),
-                       str(FIXTURES / "dynamic.py")])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("bnlint.engine.probe", lambda model: None)  # DynamicNet stays partial
+        return lint_specs([str(FIXTURES / "vgg.py"), str(FIXTURES / "act_before_bn.py"),
+                           str(FIXTURES / "dynamic.py")])
 
 
 def rendered(report, fmt, **options):
@@ -32,9 +34,11 @@ def test_json_has_exactly_the_documented_fields(report):
         assert finding["fix"] is None or finding["fix"]["safety"] in ("safe", "unsafe")
     for model in data["models"]:
         assert set(model) == {"spec", "status", "reason", "trace", "opaque", "path", "line",
-                              "input"}
+                              "input", "traced_by"}
     partial = next(m for m in data["models"] if m["spec"].endswith("DynamicNet()"))
     assert partial["trace"] == "partial" and partial["opaque"] == [""]
+    assert partial["traced_by"] == {"fx": ["stages.0", "stages.1"],
+                                    "branches": ["stages.0.gate", "stages.1.gate"]}
     assert data["summary"]["findings"] == len(data["findings"])
     assert data["summary"]["by_code"] == {"BN001": 2, "BN002": 5, "BN008": 1}
 

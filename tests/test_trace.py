@@ -14,7 +14,19 @@ from bnlint.trace import trace_model
 from conftest import FIXTURES, ROOT, line_of
 
 
-def test_data_dependent_model_is_analysed_around_what_cannot_be_traced():
+def test_a_probed_input_records_what_fx_cannot_trace():
+    """No example input: the model's own loop is opaque to fx, so bnlint probes for an input
+    size it takes and records one run: the path that input takes, through the first stage."""
+    report = lint_specs([str(FIXTURES / "dynamic.py")])
+    [result] = report.models
+    assert result.trace == "dynamic" and result.opaque == []
+    assert result.example.origin == "found by probing"
+    found = {(f.code, f.module) for f in report.findings}
+    assert {("BN001", "stages.0.gate.conv"), ("BN002", "stages.0.bn")} <= found
+
+
+def test_data_dependent_model_is_analysed_around_what_cannot_be_traced(monkeypatch):
+    monkeypatch.setattr("bnlint.engine.probe", lambda model: None)  # fx alone
     report = lint_specs([str(FIXTURES / "dynamic.py")])
     [result] = report.models
     assert result.status == "ok" and result.trace == "partial"
@@ -56,7 +68,7 @@ def test_fully_traceable_model():
     assert bnlint.check(model).models[0].trace == "full"
 
 
-def test_untraceable_model_with_only_plain_layers_reports_itself_opaque():
+def test_untraceable_model_with_only_plain_layers_reports_itself_opaque(monkeypatch):
     class Weird(nn.Module):
         def __init__(self):
             super().__init__()
@@ -68,6 +80,7 @@ def test_untraceable_model_with_only_plain_layers_reports_itself_opaque():
                 x = x * 1
             return self.bn(self.conv(x))
 
+    monkeypatch.setattr("bnlint.engine.probe", lambda model: None)  # no input: fx alone
     report = bnlint.check(Weird())
     assert report.models[0].trace == "partial" and report.models[0].opaque == [""]
     assert report.findings == []

@@ -80,6 +80,14 @@ RULES: dict[str, Rule] = {
             fix="unsafe",
         ),
         Rule(
+            code="BN006",
+            name="batchnorm-wrong-axis",
+            summary="BatchNorm1d on (batch, length, features) values normalises the positions",
+            scope=GRAPH,
+            impl="bnlint.rules.wrong_axis",
+            fix="unsafe",
+        ),
+        Rule(
             code="BN007",
             name="keras-style-momentum",
             summary="BatchNorm momentum above 0.5, Keras's convention; PyTorch's is 1 - that",

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 from torch import fx, nn
 
@@ -266,3 +267,128 @@ def source_edits(path: str, lines: list[str], tree: ast.Module,
     return [Edit(path, start, end, new, CODE, UNSAFE,
                  "BatchNorm before the activation (retrain the model)")
             for start, end, new in rotated]
+
+
+# --- the same fix in a forward() ----------------------------------------------------------------
+
+class Step(NamedTuple):
+    """How forward() writes one op of the chain: a module (``self.act(x)``, ``name`` is
+    ``self.act``), a function (``F.relu(x, ...)``, ``name`` is ``relu``) or a method
+    (``x.relu()``, ``name`` is ``relu``)."""
+
+    kind: str  # "module" | "function" | "method"
+    name: str
+
+
+def forward_steps(related: tuple[str, ...], bn: str, owner: str,
+                  is_module: Callable[[str], bool]) -> tuple[Step, ...] | str:
+    """The steps of activation, ops between and BatchNorm as the forward of the module at
+    ``owner`` writes them; ``related`` and ``bn`` as a finding names them."""
+    steps = []
+    for name in (*related, bn):
+        if name.startswith(".") and name.endswith("()"):
+            steps.append(Step("method", name[1:-2]))
+        elif not is_module(name):
+            steps.append(Step("function", name.rpartition(".")[2]))
+        elif owner and not name.startswith(owner + "."):
+            return f"`{name}` is not a layer of `{owner}`, whose forward calls the BatchNorm"
+        else:
+            steps.append(Step("module", "self." + name.removeprefix(owner + ".").lstrip(".")))
+    return tuple(steps)
+
+
+def _slot(step: Step, node: ast.AST) -> ast.expr | None:
+    """The input of ``node`` if it is a call written as ``step``, else None."""
+    if not isinstance(node, ast.Call) or any(isinstance(a, ast.Starred) for a in node.args):
+        return None
+    if step.kind == "method":
+        func = node.func
+        return func.value if isinstance(func, ast.Attribute) and func.attr == step.name else None
+    if not node.args:
+        return None
+    if step.kind == "module":
+        return node.args[0] if ast.unparse(node.func) == step.name else None
+    return node.args[0] if callee_name(node) == step.name else None
+
+
+def _chains(function: ast.FunctionDef, steps: tuple[Step, ...]) -> list[list[tuple]]:
+    """Every place ``function`` applies ``steps`` in order, each as [(call, input, nested)]
+    from the activation to the BatchNorm. ``nested``: the call is written inside the next
+    one; otherwise it is the whole value of an assignment to the name the next call takes,
+    in the statement just before that call's."""
+    parents = {child: node for node in ast.walk(function) for child in ast.iter_child_nodes(node)}
+
+    def previous_statement(node: ast.AST) -> ast.stmt | None:
+        while not isinstance(node, ast.stmt):
+            node = parents[node]
+        for _, value in ast.iter_fields(parents.get(node, function)):
+            if isinstance(value, list) and node in value:
+                index = value.index(node)
+                return value[index - 1] if index else None
+        return None
+
+    found = []
+    *before, last = steps
+    for call in ast.walk(function):
+        slot = _slot(last, call)
+        if slot is None or len(call.args) != 1 or call.keywords:
+            continue
+        chain = [(call, slot, False)]
+        for step in reversed(before):
+            current, value, _ = chain[-1]
+            inner = _slot(step, value)
+            if inner is not None:
+                chain.append((value, inner, True))
+                continue
+            assigned = previous_statement(current) if isinstance(value, ast.Name) else None
+            if not (isinstance(assigned, ast.Assign) and len(assigned.targets) == 1
+                    and isinstance(assigned.targets[0], ast.Name)
+                    and assigned.targets[0].id == value.id):
+                break
+            inner = _slot(step, assigned.value)
+            if inner is None:
+                break
+            chain.append((assigned.value, inner, False))
+        else:
+            found.append(chain[::-1])
+    return found
+
+
+def forward_edits(path: str, lines: list[str], function: ast.FunctionDef,
+                  steps: tuple[Step, ...]) -> list[Edit] | str:
+    """Edits that move the BatchNorm before the activation where ``function`` (a forward)
+    calls activation, ops between and BatchNorm (``steps``) on each other's output: nested,
+    ``self.bn(self.act(self.conv(x)))`` -> ``self.act(self.bn(self.conv(x)))``, or in
+    consecutive assignments, ``x = self.act(x)`` / ``x = self.bn(x)`` -> ``x = self.bn(x)`` /
+    ``x = self.act(x)``. Each call keeps its other arguments; what each statement assigns and
+    the activation's own input stay where they are."""
+    chains = _chains(function, steps)
+    if len(chains) != 1:
+        return ("`forward` calls the BatchNorm on the activation's output in more than one "
+                "place" if chains else "bnlint moves a BatchNorm call written around the "
+                "activation's call or in the statement right after it, and this one is neither")
+    chain = chains[0]
+    text = "".join(lines)
+
+    def bounds(node: ast.AST) -> tuple[int, int]:
+        start, end = span_of(node, lines)
+        return offset(lines, start), offset(lines, end)
+
+    # each call around its input, as (text before it, text after it)
+    wrappers = []
+    for call, value, _ in chain:
+        (start, end), (inner_start, inner_end) = bounds(call), bounds(value)
+        wrappers.append((text[start:inner_start], text[inner_end:end]))
+    wrappers = [wrappers[-1], *wrappers[:-1]]  # the BatchNorm first, the rest one place on
+    edits, written = [], None
+    for (call, value, nested), (before, after) in zip(chain, wrappers):
+        if written is None:
+            start, end = bounds(value)
+            written = text[start:end]
+        written = before + written + after
+        if not nested:  # the top of one statement's calls: replace them
+            start, end = span_of(call, lines)
+            edits.append(Edit(path, start, end, written, CODE, UNSAFE,
+                              "BatchNorm before the activation (retrain the model)"))
+            written = None
+    return edits

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import ast
 import inspect
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
 from bnlint import graph
@@ -21,72 +23,237 @@ from bnlint.findings import SAFE, Hit
 CODE = "BN001"
 SHARED = ("this layer is also called where its output does not feed BatchNorm, and the bias"
           " matters there")
+ACROSS = ("this layer is also called where BatchNorm normalises another dimension than the one"
+          " its bias lies along, and the bias matters there")
+_CARRIED = {"add", "sub", "pool", "identity", "flatten"}  # passthrough kinds that keep a shift
 
 
-def bias_paths(gm: fx.GraphModule, layer: fx.Node) -> tuple[list[fx.Node], list[fx.Node]] | None:
-    """Follow the layer's output forward through ops that keep a per-channel shift.
+@dataclass(frozen=True)
+class Along:
+    """Where a layer's bias lies in a value computed from the layer's output.
 
-    Returns ``(batchnorms, via)``: the BatchNorm nodes that end every path and the ops passed
-    on the way, or ``None`` when some path ends elsewhere (there the bias still matters).
+    ``axis`` is the dimension the bias varies along, counted from the front, or from the back
+    when negative (a Linear's last dimension, where the rank is not known); ``rank`` is the
+    value's rank where known. A flatten from dim 1 ``spread``s the bias over dim 1 as
+    ``(outer, inner)``: each value repeated ``inner`` times in a row, the whole ``outer``
+    times (``None``: as many times as the BatchNorm's channels imply).
     """
-    batchnorms: list[fx.Node] = []
-    via: list[fx.Node] = []
-    frontier = [layer]
-    seen: set[fx.Node] = set()
+
+    axis: int
+    rank: int | None
+    spread: tuple[int | None, int | None] | None = None
+
+
+@dataclass
+class Reach:
+    """Where the bias of some calls of a layer goes: for each BatchNorm it arrives at, how
+    many times (a residual ``x - y`` counts -1) and where it lies there; the ops passed on the
+    way, in graph order; and, when a sum adds the bias to itself in two layouts, that fact.
+    ``verdicts``: each BatchNorm's ``verdict``, once ``judge`` has asked."""
+
+    arrivals: dict[fx.Node, tuple[int, Along]]
+    via: list[fx.Node]
+    mixed: str | None = None
+    verdicts: dict[fx.Node, tuple] | None = None
+
+
+def _along_at(g: graph.Index, layer: fx.Node) -> Along:
+    """The bias in the layer's own output: along the channels (dim 1 of a batched conv) or
+    the features (a Linear's last dim)."""
+    module = g.module(layer)
+    if isinstance(module, (nn.Linear, nn.Bilinear)) or layer.target is F.linear:
+        rank = g.rank(layer)
+        return Along(rank - 1, rank) if rank is not None else Along(-1, None)
+    spatial = graph.spatial_dims(module or layer.target)
+    shape = graph.shape_of(layer)
+    if spatial is None:
+        return Along(1, len(shape) if shape else None)
+    rank = len(shape) if shape else spatial + 2  # batched, as convolutions are trained
+    return Along(rank - spatial - 1, rank)
+
+
+def _pooled(g: graph.Index, pool: fx.Node, along: Along) -> bool:
+    """Whether a pooling works over the dimension the bias lies along (and so mixes it)."""
+    k = graph.spatial_dims(g.module(pool) or pool.target)
+    if k is None:
+        return True
+    if along.axis < 0:
+        return -along.axis <= k
+    return along.rank is None or along.axis >= along.rank - k
+
+
+def _flattened(g: graph.Index, node: fx.Node, along: Along) -> Along:
+    """``along`` after a flatten from dim 1 (``torch.flatten(x, 1)``, ``nn.Flatten()``)."""
+    start, end = graph.flatten_dims(g.gm, node)
+    shape = graph.shape_of(graph.tensor_input(node))
+    rank = along.rank
+    last = end + rank if end < 0 and rank is not None else (end if end >= 0 else None)
+    if end == -1:
+        new_rank = start + 1
+    else:
+        new_rank = rank - (last - start) if rank is not None and last is not None else None
+    if along.spread is not None:
+        outer, inner = along.spread
+        more = math.prod(shape[2:last + 1]) if shape and last is not None else None
+        inner = inner * more if inner is not None and more is not None else None
+        return Along(1, new_rank, (outer, inner))
+    if along.axis < 0:
+        return Along(1, new_rank, (None, 1)) if end == -1 else along
+    if along.axis == 0:
+        return Along(0, new_rank)
+    if last is not None and along.axis > last:
+        return Along(along.axis - (last - start), new_rank)
+    if shape is not None and last is not None:
+        spread = (math.prod(shape[1:along.axis]), math.prod(shape[along.axis + 1:last + 1]))
+    else:
+        spread = (1 if along.axis == 1 else None, None)
+    return Along(1, new_rank, spread)
+
+
+def reach(g: graph.Index, calls: list[fx.Node]) -> Reach | None:
+    """Follow the output of ``calls`` (of one layer) forward through ops that keep a
+    per-channel shift: max and adaptive pooling, average pooling without padding, flatten
+    from dim 1, identity, residual sums. ``None`` when some path ends elsewhere, or at a
+    pooling that mixes the bias's values: there the bias still matters."""
+    gm = g.gm
+    kinds: dict[fx.Node, str] = {}
+    batchnorms: dict[fx.Node, None] = {}
+    frontier, seen = list(calls), set(calls)
     while frontier:
         node = frontier.pop()
-        if node in seen:
-            continue
-        seen.add(node)
         if not node.users:
             return None
         for user in node.users:
             if graph.is_batchnorm(gm, user) and graph.tensor_input(user) is node:
-                batchnorms.append(user)
-            elif graph.carries_bias_shift(gm, user) and node in graph.node_inputs(user):
-                via.append(user)
-                frontier.append(user)
-            else:
+                batchnorms[user] = None
+                continue
+            kind = kinds.get(user) or graph.passthrough_kind(gm, user)
+            if kind not in _CARRIED or node not in graph.node_inputs(user):
                 return None
-    return batchnorms, via
+            kinds[user] = kind
+            if user not in seen:
+                seen.add(user)
+                frontier.append(user)
+    state: dict[fx.Node, tuple[int, Along]] = {call: (1, _along_at(g, call)) for call in calls}
+    mixed = None
+    for node in sorted(kinds):
+        arriving = [(i, state[a]) for i, a in graph.operands(node) if a in state]
+        kind = kinds[node]
+        count, along = arriving[0][1]
+        if kind in ("add", "sub"):
+            count = sum(-n if kind == "sub" and i == 1 else n for i, (n, _) in arriving)
+            if len({a for _, (_, a) in arriving}) > 1:
+                mixed = "its output is added to itself in two layouts (before and after a flatten)"
+            shape = graph.shape_of(node)
+            if shape is not None and along.rank is not None and along.axis >= 0:
+                along = Along(along.axis + len(shape) - along.rank, len(shape), along.spread)
+        elif kind == "pool" and _pooled(g, node, along):
+            return None
+        elif kind == "flatten":
+            along = _flattened(g, node, along)
+        state[node] = (count, along)
+    arrivals = {bn: state[graph.tensor_input(bn)] for bn in sorted(batchnorms)}
+    return Reach(arrivals, sorted(kinds), mixed)
+
+
+def _out_size(g: graph.Index, layer: fx.Node) -> int | None:
+    module = g.module(layer)
+    return getattr(module, "out_features", getattr(module, "out_channels", None))
+
+
+DEAD, LIVE, UNKNOWN = "dead", "live", "unknown"
+
+
+def verdict(g: graph.Index, layer: fx.Node, bn: fx.Node,
+            along: Along) -> tuple[str, tuple[int | None, int | None] | str | None]:
+    """Whether the bias, lying ``along`` in the BatchNorm's input, is one value per BatchNorm
+    channel, meaning it lies along dim 1 (or was flattened into it): ``(DEAD, (outer,
+    inner))`` with how it repeats over the channels, ``(LIVE, None)`` when it is not, and
+    ``(UNKNOWN, why)`` for a Linear whose input rank bnlint cannot tell."""
+    size, channels = _out_size(g, layer), graph.batchnorm_channels(g.module(bn))
+    if along.spread is not None:
+        if along.axis != 1:
+            return LIVE, None
+        outer, inner = along.spread
+        if size is None or channels is None or (outer is None and inner is None):
+            return DEAD, (outer, inner)
+        if outer is not None and inner is not None:
+            return (DEAD, (outer, inner)) if channels == outer * size * inner else (LIVE, None)
+        known = size * (outer if outer is not None else inner)
+        if channels % known:
+            return LIVE, None
+        return DEAD, (outer, channels // known) if inner is None else (channels // known, inner)
+    axis = along.axis
+    if axis < 0:
+        rank = g.rank(graph.tensor_input(bn))
+        spatial = graph.spatial_dims(g.module(bn))
+        if rank is None and spatial is not None and spatial > 1:
+            rank = spatial + 2  # BatchNorm2d takes 4-D input, BatchNorm3d 5-D
+        if rank is not None:
+            axis = rank + axis
+    if axis >= 0:
+        dead = axis == 1 and (size is None or channels is None or channels == size)
+        return (DEAD, (1, 1)) if dead else (LIVE, None)
+    if channels is not None and size is not None and channels != size:
+        return LIVE, None  # (batch, features) input would not fit: it is (batch, L, features)
+    return UNKNOWN, (
+        "bnlint cannot tell whether the layer's input is (batch, features) or (batch, length, "
+        "features), where BatchNorm1d normalises dim 1 and the bias matters; with an example "
+        "input it records the shapes and can tell")
+
+
+def judge(g: graph.Index, layer: fx.Node, found: Reach) -> dict[fx.Node, tuple]:
+    """The ``verdict`` at each BatchNorm the bias of ``layer`` reaches (kept in ``found``)."""
+    if found.verdicts is None:
+        found.verdicts = {bn: verdict(g, layer, bn, along)
+                          for bn, (_, along) in found.arrivals.items()}
+    return found.verdicts
 
 
 def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
     """Hits in one traced piece; ``prefix`` is its qualified name in the whole model."""
+    g = graph.Index(gm)
+    plans: dict[str, Fold | str] = {}
     for node in gm.graph.nodes:
         if not graph.is_biased_layer(gm, node):
             continue
-        paths = bias_paths(gm, node)
-        if paths is None:
+        found = reach(g, [node])
+        if found is None:
             continue
-        batchnorms, via = paths
-        bn_names = sorted({graph.describe(gm, bn, prefix) for bn in batchnorms})
-        bn_types = sorted({graph.type_name(gm, bn) for bn in batchnorms})
+        verdicts = judge(g, node, found).values()
+        if any(kind == LIVE for kind, _ in verdicts):
+            continue
+        unknown = next((why for kind, why in verdicts if kind == UNKNOWN), None)
+        bn_names = sorted({graph.describe(gm, bn, prefix) for bn in found.arrivals})
+        bn_types = sorted({graph.type_name(gm, bn) for bn in found.arrivals})
         layer = graph.describe(gm, node, prefix)
-        through = ""
-        if via:
-            through = " through " + ", ".join(dict.fromkeys(graph.describe(gm, v, prefix) for v in via))
-        if all(bn.op == "call_module" for bn in batchnorms):
-            into = f"{'/'.join(bn_types)} `{'`, `'.join(bn_names)}`"
+        via = list(dict.fromkeys(graph.describe(gm, v, prefix) for v in found.via))
+        through = " through " + ", ".join(via) if via else ""
+        if all(bn.op == "call_module" for bn in found.arrivals):
+            into = f"into {'/'.join(bn_types)} `{'`, `'.join(bn_names)}`"
         else:
-            into = ", ".join(sorted({graph.label(gm, bn, prefix) for bn in batchnorms}))
-        message = (
-            f"{graph.label(gm, node, prefix)} has a bias, but its output goes{through} "
-            f"into {into}, which subtracts the per-channel mean: the bias is dead weight. "
-            f"Use bias=False."
-        )
+            into = "into " + ", ".join(sorted({graph.label(gm, bn, prefix) for bn in found.arrivals}))
+        named = graph.label(gm, node, prefix)
         fix = None
-        if node.op == "call_module":
-            fold = plan(gm, node.target)
-            if isinstance(fold, Fold):
-                fix = SAFE
-            else:
-                message += f" (Not fixable: {fold}.)"
+        if unknown is not None:
+            message = (f"{named} has a bias and its output goes{through} {into}: if its "
+                       "input is (batch, features), BatchNorm subtracts each feature's mean and "
+                       f"the bias is dead weight (use bias=False). (Not fixable: {unknown}.)")
+        else:
+            message = (f"{named} has a bias, but its output goes{through} {into}, which "
+                       "subtracts the per-channel mean: the bias is dead weight. Use bias=False.")
+            if node.op == "call_module":
+                if node.target not in plans:
+                    plans[node.target] = plan(g, node.target, found)
+                if isinstance(plans[node.target], Fold):
+                    fix = SAFE
+                else:
+                    message += f" (Not fixable: {plans[node.target]}.)"
         yield Hit(
             code=CODE,
             message=message,
             module=layer if node.op == "call_module" else None,
-            related=tuple(dict.fromkeys([graph.describe(gm, v, prefix) for v in via] + bn_names)),
+            related=tuple(dict.fromkeys(via + bn_names)),
             anchor=node,
             fix=fix,
         )
@@ -97,112 +264,73 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
 # Dropping the bias b subtracts b from every value of a channel. BatchNorm in training mode
 # subtracts the batch mean, which drops by b too, so its output is unchanged, and so is the
 # update of running_var. Its running_mean update moves to running_mean - b, so subtracting b
-# from running_mean once keeps eval mode unchanged for ever after. The walk below works out
-# which multiple of b reaches each BatchNorm, and in which layout.
+# from running_mean once keeps eval mode unchanged for ever after. ``reach`` works out which
+# multiple of b reaches each BatchNorm, and in which layout.
 
 
 @dataclass(frozen=True)
 class Fold:
     """How to drop one layer's bias without changing the model: for each BatchNorm (by
-    target) the bias reaches, how many times it arrives (a residual ``x - y`` counts -1) and how
-    often each value repeats along the BatchNorm's channels (a flatten from dim 1 turns C
-    channels of H*W positions into C*H*W features)."""
+    target) the bias reaches, how many times it arrives, and how it lies along the
+    BatchNorm's channels: each value repeated ``inner`` times in a row, the whole ``outer``
+    times (a flatten from dim 1 turns C channels of H*W positions into C*H*W features, each
+    value repeated H*W times; a Linear's L positions of C features into L*C, repeated L times
+    as a whole)."""
 
-    into: tuple[tuple[str, int, int], ...]
-
-
-def _own_forward(layer: nn.Module) -> str | None:
-    """The name of a subclass method that replaces torch's use of ``self.bias``, if any."""
-    for name in ("forward", "_conv_forward"):
-        method = getattr(type(layer), name, None)
-        if method is not None and not method.__module__.startswith("torch.nn."):
-            return name
-    return None
+    into: tuple[tuple[str, int, int, int], ...]
 
 
-def plan(gm: fx.GraphModule, target: str) -> Fold | str:
+def plan(g: graph.Index, target: str, one_call: Reach | None = None) -> Fold | str:
     """The fold that removes the bias of the layer at ``target`` exactly, or why there is none.
 
-    Covered: every call of the layer reaches only BatchNorm modules, directly or through max
-    or adaptive pooling, average pooling without padding, flatten from dim 1, identity, and
-    residual additions or subtractions; each of those BatchNorms is called only on values that
-    carry the same multiple of the bias (or keeps no running statistics), and has as many
-    channels as the layer has outputs (times the positions a flatten folded into them). A
-    Linear's bias lies along its last dimension, which is BatchNorm1d's channel dimension when
-    its input is (batch, features), the shape ``BatchNorm1d(out_features)`` implies.
+    Covered: every call of the layer reaches only BatchNorm modules (see ``reach``), with the
+    bias one value per BatchNorm channel (see ``verdict``); each of those BatchNorms is called
+    only on values that carry the same multiple of the bias (or keeps no running statistics).
+    ``one_call``: the reach of one call of the layer, if known; reused when there is no other.
     """
-    layer = gm.get_submodule(target)
-    own = _own_forward(layer)
+    gm = g.gm
+    calls = g.nodes("call_module", target)
+    layer = g.module(calls[0])
+    own = graph.own_forward(layer)
     if own is not None:
         return (f"`{type(layer).__name__}` defines its own `{own}`, so how it uses the bias is "
                 "unknown")
     if nn.parameter.is_lazy(layer.bias):
         return "the layer is lazy and not initialised yet"
-    if any(n.op == "get_attr" and n.target == f"{target}.bias" for n in gm.graph.nodes):
+    if g.nodes("get_attr", f"{target}.bias"):
         return "forward() also reads the bias directly"
-    calls = graph.calls_of(gm, target)
-    if any(bias_paths(gm, call) is None for call in calls):
+    found = one_call if one_call is not None and len(calls) == 1 else reach(g, calls)
+    if found is None:
         return SHARED
-    along_last = isinstance(layer, (nn.Linear, nn.Bilinear))
-    size = layer.out_features if along_last else layer.out_channels
-    # node -> (signed number of times the bias arrives, whether a flatten came before)
-    reach: dict[fx.Node, tuple[int, bool]] = {call: (1, False) for call in calls}
-    arrivals: dict[fx.Node, tuple[int, bool]] = {}
-    for node in gm.graph.nodes:
-        if node in reach:
-            continue
-        if graph.is_batchnorm(gm, node):
-            value = graph.tensor_input(node)
-            if value in reach:
-                if node.op != "call_module":
-                    return ("it feeds a functional batch_norm; the bias folds only into "
-                            "BatchNorm modules")
-                arrivals[node] = reach[value]
-            continue
-        kind = graph.passthrough_kind(gm, node)
-        operands = [(i, reach[a]) for i, a in _operands(node) if a in reach]
-        if not operands or kind is None:
-            continue
-        flattened = {flat for _, (_, flat) in operands}
-        if len(flattened) > 1:
-            return "its output is added to itself before and after a flatten"
-        flat = flattened.pop()
-        if kind in ("add", "sub"):
-            count = sum(-n if kind == "sub" and i == 1 else n for i, (n, _) in operands)
-        else:
-            count = operands[0][1][0]
-            if kind == "pool" and (flat or along_last):
-                return f"`{graph.describe(gm, node)}` pools across the values the bias is added to"
-            flat = flat or kind == "flatten"
-        reach[node] = (count, flat)
-    into: dict[str, tuple[int, int]] = {}
-    for bn_node, (count, flat) in arrivals.items():
-        bn = gm.get_submodule(bn_node.target)
-        channels = bn.num_features
-        if channels != size and not (flat and not along_last and channels % size == 0):
-            return (f"`{bn_node.target}` has {channels} channels and the layer {size} outputs, so "
-                    "the bias is not one value per BatchNorm channel")
-        fold = (count, channels // size)
+    if found.mixed:
+        return found.mixed
+    into: dict[str, tuple[int, int, int]] = {}
+    verdicts = judge(g, calls[0], found)
+    for bn_node, (count, _) in found.arrivals.items():
+        kind, how = verdicts[bn_node]
+        if kind == LIVE:
+            return ACROSS
+        if kind == UNKNOWN:
+            return how
+        if bn_node.op != "call_module":
+            return "it feeds a functional batch_norm; the bias folds only into BatchNorm modules"
+        if graph.batchnorm_channels(g.module(bn_node)) is None:
+            return f"`{bn_node.target}` is lazy and not initialised yet"
+        outer, inner = how
+        if outer is None or inner is None:
+            return (f"bnlint cannot tell how the flatten before `{bn_node.target}` lays the bias "
+                    "out over its channels")
+        fold = (count, outer, inner)
         if into.setdefault(bn_node.target, fold) != fold:
             return f"`{bn_node.target}` is called on values that carry the bias differently"
-    for bn_target, fold in into.items():
+    for bn_target in into:
         if gm.get_submodule(bn_target).running_mean is None:
             continue
-        for call in graph.calls_of(gm, bn_target):
-            if call not in arrivals:
+        for call in g.nodes("call_module", bn_target):
+            if call not in found.arrivals:
                 return (f"`{bn_target}` is also called on values without this bias, and its "
                         "running mean is shared by all its calls")
-    return Fold(tuple((bn, count, repeat) for bn, (count, repeat) in into.items()))
-
-
-def _operands(node: fx.Node) -> Iterator[tuple[int, fx.Node]]:
-    """(position, node) of a node's tensor operands, ``other=`` counting as position 1."""
-    for i, arg in enumerate(node.args):
-        if isinstance(arg, fx.Node):
-            yield i, arg
-    for name, i in (("input", 0), ("other", 1)):
-        if isinstance(node.kwargs.get(name), fx.Node):
-            yield i, node.kwargs[name]
+    return Fold(tuple((bn, *fold) for bn, fold in into.items()))
 
 
 def fix(gm: fx.GraphModule, hit: Hit) -> str | None:
@@ -211,16 +339,17 @@ def fix(gm: fx.GraphModule, hit: Hit) -> str | None:
     node = hit.anchor
     if node.op != "call_module":
         return "the bias is an argument of a functional call; only layer modules are fixed"
-    fold = plan(gm, node.target)
+    fold = plan(graph.Index(gm), node.target)
     if not isinstance(fold, Fold):
         return fold
     layer = gm.get_submodule(node.target)
     with torch.no_grad():
         bias = layer.bias.detach()
-        for bn_target, count, repeat in fold.into:
+        for bn_target, count, outer, inner in fold.into:
             running_mean = gm.get_submodule(bn_target).running_mean
             if running_mean is not None and count:
-                running_mean -= count * bias.repeat_interleave(repeat).to(running_mean.dtype)
+                shift = bias.repeat_interleave(inner).repeat(outer)
+                running_mean -= count * shift.to(running_mean.dtype)
     layer.bias = None
     return None
 

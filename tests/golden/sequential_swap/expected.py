@@ -1,6 +1,7 @@
 """Activation-then-BatchNorm written as entries of nn.Sequential and of a list: the unsafe
 fix moves the BatchNorm entry before the activation (an entry on its own line moves with its
-line and comment). A BatchNorm applied in forward() is described, not edited."""
+line and comment). In forward(), the BatchNorm called in the statement after the activation's
+trades places with it."""
 
 import torch
 import torch.nn as nn
@@ -34,5 +35,5 @@ class ConvNet(nn.Module):
         self.fc = nn.Linear(8, 4)
 
     def forward(self, x):
-        x = torch.relu(self.blocks(x))
-        return self.fc(self.norm(x).mean((2, 3)))
+        x = self.norm(self.blocks(x))
+        return self.fc(torch.relu(x).mean((2, 3)))

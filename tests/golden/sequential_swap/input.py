@@ -1,6 +1,7 @@
 """Activation-then-BatchNorm written as entries of nn.Sequential and of a list: the unsafe
 fix moves the BatchNorm entry before the activation (an entry on its own line moves with its
-line and comment). A BatchNorm applied in forward() is described, not edited."""
+line and comment). In forward(), the BatchNorm called in the statement after the activation's
+trades places with it."""
 
 import torch
 import torch.nn as nn

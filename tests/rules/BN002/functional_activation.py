@@ -1,5 +1,5 @@
-"""The activation is a call in forward, not a layer beside the BatchNorm: --fix cannot move the
-BatchNorm by editing one list, so it describes the change and leaves the file alone."""
+"""The activation is a call in forward, not a layer beside the BatchNorm: --fix swaps the two
+nested calls in forward."""
 
 import torch.nn.functional as F
 from torch import nn
