@@ -30,6 +30,8 @@ class Finding:
     changes the function and the model needs retraining. ``instances`` lists every module the
     finding stands for, its own ``model``/``module``/``related`` first: one line of code that
     builds eight layers is one finding with eight instances. A script rule's finding has none.
+    In a notebook, ``cell`` is the cell's number (from 1, every cell counted) and ``line`` the
+    line in that cell.
     """
 
     code: str
@@ -43,6 +45,7 @@ class Finding:
     col: int | None = None
     fix: str | None = None
     instances: tuple[Instance, ...] = ()
+    cell: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +56,7 @@ class Finding:
             "module": self.module,
             "related": list(self.related),
             "path": self.path,
+            "cell": self.cell,
             "line": self.line,
             "col": self.col,
             "fix": None if self.fix is None else {"safety": self.fix},

@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Iterable
 from pathlib import Path
 
-from bnlint import config
+from bnlint import config, notebook
 from bnlint.edits import read_source
 from bnlint.findings import Finding, ModelResult, Report
 from bnlint.inputs import Example, resolve
@@ -23,7 +23,8 @@ from bnlint.rules import GRAPH, RULES, SCRIPT, enabled_codes
 
 
 def check_scripts(files: Iterable[Path], codes: set[str], on_script=None) -> list[Finding]:
-    """Run the enabled script rules (static: the files are parsed, never run).
+    """Run the enabled script rules (static: the files are parsed, never run). A notebook is
+    checked as the script of its code cells, its findings placed in their cells.
     ``on_script(path, text, tree)`` sees every file they read (the fixer gathers edits)."""
     rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == SCRIPT]
     findings: list[Finding] = []
@@ -31,16 +32,17 @@ def check_scripts(files: Iterable[Path], codes: set[str], on_script=None) -> lis
         return findings
     for path in files:
         try:
-            text = read_source(path)
+            script = notebook.read(path) if notebook.is_notebook(path) else None
+            text = script.text if script else read_source(path)
             tree = ast.parse(text, filename=str(path))
-        except (OSError, UnicodeDecodeError, SyntaxError):
+        except (OSError, UnicodeDecodeError, SyntaxError, RecursionError, notebook.NotANotebook):
             continue  # the loader reports unreadable files
         if on_script is not None:
             on_script(path, text, tree)
         for rule in rules:
             for finding in rule.implementation().check(path, text, tree):
                 if not config.is_suppressed(finding.code, str(path), finding.line, finding.line):
-                    findings.append(finding)
+                    findings.append(script.place(finding) if script else finding)
     return findings
 
 
@@ -70,7 +72,8 @@ def lint_specs(specs: Iterable[str], *, select=None, ignore=None, exclude=(),
     # stderr, so stdout holds only bnlint's report (which may be JSON or SARIF).
     with contextlib.redirect_stdout(sys.stderr):
         report = _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare)
-    report.findings.sort(key=lambda f: (f.path or "", f.line or 0, f.col or 0, f.code))
+    report.findings.sort(key=lambda f: (f.path or "", f.cell or 0, f.line or 0, f.col or 0,
+                                        f.code))
     return report
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from bnlint.config import DEFAULT_EXCLUDE
 from bnlint.edits import read_source
 from bnlint.findings import ModelResult
+from bnlint.notebook import is_notebook
 from bnlint.source import display_path
 
 # Calls a module may make at its top level without counting as "doing work".
@@ -72,8 +73,8 @@ class LoadError(Exception):
 # --- finding files -----------------------------------------------------------------------------
 
 def python_files(path: Path, exclude: Iterable[str] = ()) -> Iterator[Path]:
-    """``path`` itself, or the .py files below it, skipping virtualenvs, build output, hidden
-    folders and anything matching ``exclude`` (names or globs)."""
+    """``path`` itself, or the .py files and notebooks below it, skipping virtualenvs, build
+    output, hidden folders and anything matching ``exclude`` (names or globs)."""
     patterns = [*DEFAULT_EXCLUDE, *exclude]
 
     def excluded(p: Path) -> bool:
@@ -89,7 +90,7 @@ def python_files(path: Path, exclude: Iterable[str] = ()) -> Iterator[Path]:
                          and not (root_path / d / "pyvenv.cfg").exists())
         for name in sorted(files):
             candidate = root_path / name
-            if name.endswith(".py") and not excluded(candidate):
+            if name.endswith((".py", ".ipynb")) and not excluded(candidate):
                 yield candidate
 
 
@@ -331,7 +332,7 @@ def load(specs: Iterable[str], exclude: Iterable[str] = (), *,
                     continue
                 seen.add(file.resolve())
                 loaded.files.append(file)
-                if import_models:
+                if import_models and not is_notebook(file):
                     _load_file(file, loaded)
         elif import_models:
             _load_expression(spec, target, expr, loaded)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TextIO
 
-from bnlint import __version__
+from bnlint import __version__, notebook
 from bnlint.findings import SAFE, ModelResult, Report
 from bnlint.rules import RULES
 
@@ -20,7 +20,13 @@ def render(report: Report, fmt: str, out: TextIO, *, verbose: bool = False) -> N
 def _where(f) -> str:
     if f.path is None:
         return f"<{f.model}>" if f.model else "<model>"
-    return f"{f.path}:{f.line}:{f.col}"
+    cell = f"cell {f.cell}:" if f.cell is not None else ""
+    return f"{f.path}:{cell}{f.line}:{f.col}"
+
+
+def _file_line(f) -> int | None:
+    """The line of the file itself a finding is on (in a notebook: of its JSON)."""
+    return f.line if f.cell is None else notebook.file_line(f.path, f.cell, f.line)
 
 
 def _opaque(m: ModelResult) -> str:
@@ -189,7 +195,15 @@ def sarif(report: Report) -> dict:
         }
         location: dict = {}
         if f.path:
-            location["physicalLocation"] = _physical(f.path, f.line, f.col)
+            if f.cell is None:
+                location["physicalLocation"] = _physical(f.path, f.line, f.col)
+            else:  # a notebook: the line of its JSON where that is one place, and the cell's own
+                line = _file_line(f)
+                physical = _physical(f.path, line)
+                if line is None:
+                    del physical["region"]
+                location["physicalLocation"] = physical
+                location["properties"] = {"cell": f.cell, "cellLine": f.line, "cellColumn": f.col}
         names = [_logical(model, module)
                  for model, module, _ in f.instances or [(f.model, f.module, f.related)]
                  if model or module]
@@ -236,9 +250,15 @@ def render_github(report: Report, out: TextIO, *, verbose: bool = False) -> None
     for f in report.findings:
         level = "warning" if f.severity == "warning" else "error"
         props = [f"title={_escape_property(f.code)}"]
-        if f.path:
+        text = f"{f.code} {f.message}"
+        if f.path and f.cell is not None:  # a notebook: the line of its JSON
+            line = _file_line(f)
+            props = [f"file={_escape_property(f.path)}", *([f"line={line}"] if line else []),
+                     *props]
+            text = f"{f.code} (cell {f.cell}, line {f.line}) {f.message}"
+        elif f.path:
             props = [f"file={_escape_property(f.path)}", f"line={f.line}", f"col={f.col}", *props]
-        out.write(f"::{level} {','.join(props)}::{_escape_data(f'{f.code} {f.message}')}\n")
+        out.write(f"::{level} {','.join(props)}::{_escape_data(text)}\n")
     for m in report.models:
         if m.status == "error":
             props = [f"file={_escape_property(m.path)}", f"line={m.line or 1}"] if m.path else []

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from bnlint import notebook
 from bnlint.edits import read_source, split_lines
 
 
@@ -323,10 +324,11 @@ def call_site(stack_trace: str | None, name: str | None = None) -> Site | None:
 
 @lru_cache(maxsize=256)
 def _lines(path: str) -> tuple[str, ...]:
-    """The file's lines as ``ast`` numbers them, without their line endings."""
+    """The file's lines as ``ast`` numbers them, without their line endings (a notebook's:
+    those of the script its code cells make)."""
     try:
-        text = read_source(path)
-    except (OSError, UnicodeDecodeError):
+        text = notebook.read(path).text if notebook.is_notebook(path) else read_source(path)
+    except (OSError, UnicodeDecodeError, ValueError):
         return ()
     return tuple(line.rstrip("\r\n") for line in split_lines(text))
 

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bnlint import config, source
+from bnlint import config, notebook, source
 from bnlint.config import DEFAULT_EXCLUDE
 from bnlint.edits import (
     Edit,
@@ -141,12 +141,14 @@ class Plan:
         kept = [f for f in report.findings if finding_key(f) not in resolved
                 and not (f.code in script and f.path in edited)]
         again = check_scripts([Path(p) for p in self.changes], script)
-        found_again = {(f.code, f.path, f.line, f.col) for f in again}
-        moved = {path: moved_lines(*self.changes[real]) for path, real in edited.items()}
+        found_again = {(f.code, f.path, f.cell, f.line, f.col) for f in again}
+        moved = {path: _moved(real, *self.changes[real]) for path, real in edited.items()}
         left = {id(f) for f in kept}
         fixed = [f for f in report.findings if id(f) not in left and (
-            f.code, f.path, moved.get(f.path, {}).get(f.line), f.col) not in found_again]
-        kept = sorted(kept + again, key=lambda f: (f.path or "", f.line or 0, f.col or 0, f.code))
+            f.code, f.path, *moved.get(f.path, {}).get((f.cell, f.line), (None, None)),
+            f.col) not in found_again]
+        kept = sorted(kept + again, key=lambda f: (f.path or "", f.cell or 0, f.line or 0,
+                                                   f.col or 0, f.code))
         return replace(report, findings=kept, fixed=fixed)
 
     def why_not(self, finding: Finding) -> str | None:
@@ -180,6 +182,14 @@ class Plan:
                               "another fix; --fix makes it after that one",
                               source.display_path(group[0].path), line, col + 1))
         return sorted(notes, key=lambda n: (n.path or "", n.line or 0, n.col or 0, n.code))
+
+
+def _moved(path: str, before: str, after: str) -> dict[tuple, tuple]:
+    """Each (cell, line) of ``before`` that the edits kept -> its place in ``after`` (the cell
+    is None outside a notebook)."""
+    if notebook.is_notebook(path):
+        return notebook.moved_lines(before, after)
+    return {(None, old): (None, new) for old, new in moved_lines(before, after).items()}
 
 
 def named_paths(specs: Iterable[str]) -> list[Path]:
@@ -482,7 +492,8 @@ class SourceFixer:
                 plan.blocked.setdefault(key, (because, UNSAFE))
         for path, edits in by_path.items():
             before = read_source(path)
-            after = apply_edits(before, edits)
+            edit = notebook.apply_edits if notebook.is_notebook(path) else apply_edits
+            after = edit(before, edits)
             if after != before:
                 plan.changes[path] = (before, after)
         plan.debiased = {p: specs for p, specs in plan.debiased.items() if p in plan.changes}

@@ -116,6 +116,11 @@ def test_silent_on_scripts_that_run_inference_in_eval_mode(name):
     "from torch.nn.parallel import DistributedDataParallel as DDP\n"
     "m = DDP(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)))\nm.module.eval()\n"
     "with torch.no_grad():\n    m(torch.randn(2, 4))\n",
+    # a module of the file that holds no BatchNorm (a lock is no layer)
+    "import threading\nclass Head(nn.Module):\n    def __init__(self):\n"
+    "        super().__init__()\n        self.lock = threading.Lock()\n"
+    "        self.fc = nn.Linear(4, 2)\n    def forward(self, x):\n        return self.fc(x)\n"
+    "torch.jit.script(Head()).save('head.pt')\n",
     # a class imported from elsewhere is a model only once it is used as one
     "from tokenizers import Tokenizer\ntok = Tokenizer('vocab.json')\n"
     "with torch.no_grad():\n    tok('some text')\n",
@@ -306,3 +311,16 @@ def test_command_line_diff_then_unsafe_fix(tmp_path, monkeypatch):
     assert "    tagger.eval()\n    with torch.no_grad():" in script_path.read_text()
     again = CliRunner().invoke(main, ["validate.py"])
     assert again.exit_code == 0 and "BN00" not in again.output
+
+
+def test_a_model_without_a_variable_is_named_by_its_expression(lint_code):
+    """Nothing to call `.eval()` on by name: the message names the expression and says what to
+    do, and no fix is offered."""
+    [finding] = script(lint_code, "class Net(nn.Module):\n    def __init__(self):\n"
+                       "        super().__init__()\n        self.bn = nn.BatchNorm1d(4)\n"
+                       "    def forward(self, x):\n        return self.bn(x)\n"
+                       "traced = torch.jit.trace(Net(), torch.randn(2, 4))\n")
+    assert finding.message.startswith("`Net()` is passed to `torch.jit.trace` but may be in "
+                                      "training mode")
+    assert finding.message.endswith("Call `.eval()` on the model first.")
+    assert "the module" not in finding.message and finding.fix is None

@@ -175,12 +175,32 @@ if __name__ == "__main__":
     assert "in `evaluate()` called at line 23" in finding.message
 
 
-def test_fix_inserts_train_at_the_top_of_the_training_loop():
+def test_fix_moves_train_to_the_top_of_the_epoch_loop():
+    """The evaluation at the end of each epoch leaks into the next one: train() belongs at
+    the top of the epoch loop, not of the batch loop, and the call before the epoch loop,
+    which then does nothing, goes."""
     path = SCRIPTS / "train_val_leak.py"
+    before = path.read_text().splitlines()
     after = fixed(path).splitlines()
-    loop_line = after.index("    for images, labels in train_loader:")
-    assert after[loop_line + 1] == "        model.train()"
-    assert after[loop_line + 2] == "        loss = F.cross_entropy(model(images), labels)"
+    epoch = after.index("for epoch in range(3):")
+    assert after[epoch - 1:epoch + 3] == [
+        "optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)",
+        "for epoch in range(3):",
+        "    model.train()",
+        "    for images, labels in train_loader:",
+    ]
+    assert after.count("    model.train()") == 1 and "model.train()" not in after
+    assert len(after) == len(before)
+
+
+def test_fix_keeps_a_train_call_that_is_not_right_before_the_loop(lint_code, tmp_path):
+    [finding] = script(lint_code, loop("model.train()\nprint('start')", "", "model.eval()"))
+    assert finding.fix == "unsafe"
+    after = fixed(tmp_path / "train.py").splitlines()
+    assert after.count("model.train()") == 1
+    epoch = after.index("for epoch in range(3):")
+    assert after[epoch + 1:epoch + 4] == ["", "    model.train()",
+                                          "    for x in torch.randn(4, 16, 8):"]
 
 
 def test_fixed_scripts_are_clean(tmp_path):
@@ -230,6 +250,8 @@ def test_command_line_unsafe_fix(tmp_path, monkeypatch):
     assert before.exit_code == 1 and "train.py:28:40: BN004 `self.model`" in before.output
     CliRunner().invoke(main, ["train.py", "--select", "BN004", "--fix", "--unsafe-fixes"])
     lines = (tmp_path / "train.py").read_text().splitlines()
-    assert lines[26:28] == ["            for x, y in self.train_loader:",
-                            "                self.model.train()"]
+    assert lines[23:27] == ["    def fit(self, epochs):",
+                            "        for epoch in range(epochs):",
+                            "            self.model.train()",
+                            "            for x, y in self.train_loader:"]
     assert CliRunner().invoke(main, ["train.py", "--select", "BN004"]).exit_code == 0

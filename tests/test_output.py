@@ -30,7 +30,7 @@ def test_json_has_exactly_the_documented_fields(report):
     assert set(data) == {"findings", "models", "warnings", "summary"}
     for finding in data["findings"]:
         assert set(finding) == {"code", "severity", "message", "model", "module", "related",
-                                "path", "line", "col", "fix", "instances"}
+                                "path", "cell", "line", "col", "fix", "instances"}
         assert finding["fix"] is None or finding["fix"]["safety"] in ("safe", "unsafe")
     for model in data["models"]:
         assert set(model) == {"spec", "status", "reason", "trace", "opaque", "path", "line",

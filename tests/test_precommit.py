@@ -204,6 +204,23 @@ def test_commit_without_model_code_imports_no_torch_and_runs_bnlint_once(project
     assert "torch" in imported(result)
 
 
+NOTEBOOK = json.dumps({
+    "cells": [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+               "source": ["import torch\n", "from torch import nn\n", "\n",
+                          "net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))\n",
+                          "with torch.no_grad():\n", "    print(net(torch.randn(2, 4)))"]}],
+    "metadata": {"kernelspec": {"language": "python", "name": "python3"}},
+    "nbformat": 4, "nbformat_minor": 5}, indent=1)
+
+
+def test_local_hook_checks_staged_notebooks(project):
+    project.configure(readme_hook_config(local=True))
+    project.write("explore.ipynb", NOTEBOOK)
+    blocked = project.commit()
+    assert blocked.returncode == 1
+    assert "explore.ipynb:cell 1:6:11: BN003 `net` runs inference" in output(blocked)
+
+
 def test_the_local_snippet_is_the_hook_this_repository_offers():
     local = readme_hook_config(local=True)["repos"][0]["hooks"][0]
     offered = {h["id"]: h for h in yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())}
@@ -295,6 +312,17 @@ def test_static_hook_blocks_inference_in_training_mode(static_hook, tmp_path):
     result = project.commit()
     assert result.returncode == 1
     assert re.search(r"predict\.py:\d+:\d+: BN003", output(result))
+
+
+@pytest.mark.skipif("BN003" not in RULES, reason="this bnlint has no BN003 rule")
+def test_static_hook_checks_notebooks_too(static_hook, tmp_path):
+    config, home = static_hook
+    project = Project(tmp_path / "project", home)
+    project.configure(config)
+    project.write("explore.ipynb", NOTEBOOK)
+    result = project.commit()
+    assert result.returncode == 1
+    assert "explore.ipynb:cell 1:6:11: BN003" in output(result)
 
 
 # --- GitHub Actions ------------------------------------------------------------------------

@@ -18,10 +18,9 @@ def evaluate(model, loader):
 
 model = ResNet18(num_classes=10)
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-model.train()
 for epoch in range(30):
+    model.train()
     for images, labels in train_loader:
-        model.train()
         loss = F.cross_entropy(model(images), labels)  # expect: BN004
         optimizer.zero_grad()
         loss.backward()

@@ -18,10 +18,9 @@ class Trainer:
         return sum(losses) / len(losses)
 
     def fit(self, epochs):
-        self.model.train()
         for epoch in range(epochs):
+            self.model.train()
             for x, y in self.train_loader:
-                self.model.train()
                 loss = F.cross_entropy(self.model(x), y)  # expect: BN004
                 self.optimizer.zero_grad()
                 loss.backward()
