@@ -12,12 +12,14 @@ import re
 import shlex
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
-from bnlint import __version__, render_bench
-from bnlint.render_bench import DEFAULTS as BENCH_DEFAULTS
+from bnlint import __version__
+from bnlint.bench import render as render_bench
+from bnlint.bench.results import DEFAULTS as BENCH_DEFAULTS, MAX_STEPS, MIN_STEPS
 from bnlint.config import ConfigError, load_config
 from bnlint.render import FORMATS, render
 from bnlint.rules import GRAPH, RULES, UnknownRuleError, enabled_codes
@@ -180,6 +182,56 @@ def _also_fold(visit, folder: Path, example, input_shape, saved: list[str]):
     return fold_each
 
 
+ESTIMATE_FROM = 5.0  # seconds: a benchmark expected to train longer says so before it starts
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+class _Watcher:
+    """The terminal side of one model's benchmark: the estimated time on stderr before a long
+    run, and a progress bar while it trains (only when stderr is a terminal, so piped and JSON
+    output stay clean)."""
+
+    def __init__(self, title: str, bar=None):
+        self.title, self.bar = title, bar
+        self.task = bar.add_task(title, total=None) if bar else None
+
+    def plan(self, plan) -> None:
+        if plan.seconds < ESTIMATE_FROM:
+            return
+        seeds = f"{plan.seeds} seed{'s' * (plan.seeds != 1)}"
+        cut = (f" (cut from {plan.planned} to fit --time-budget)"
+               if plan.steps < plan.planned else "")
+        sweep = " and a learning-rate sweep" if plan.lr_sweep else ""
+        line = (f"Benchmarking {self.title}: {plan.steps} steps{cut} × {seeds} of both "
+                f"models{sweep}, about {_duration(plan.seconds)} (estimated from the first steps)")
+        if self.bar is not None:
+            self.bar.console.print(line, markup=False, highlight=False)
+        else:
+            click.echo(line, err=True)
+
+    def step(self, label: str, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=f"{self.title}: {label}", completed=done,
+                            total=total)
+
+
+@contextlib.contextmanager
+def _watch(title: str) -> Iterator[_Watcher]:
+    if not sys.stderr.isatty():
+        yield _Watcher(title)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("steps"), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        yield _Watcher(title, bar)
+
+
 def _load_example(spec: str | None, verbose: bool):
     """``--example``, evaluated; a spec that fails ends the run with one line."""
     if spec is None:
@@ -202,8 +254,7 @@ def _bench(models, report, select, ignore, options) -> list:
     examples = {m.spec: m.example for m in report.models}
     try:
         return bench_models([(spec, model, examples.get(spec)) for spec, model in models],
-                            select=select, ignore=ignore,
-                            progress=render_bench.progress_bar, **options)
+                            select=select, ignore=ignore, progress=_watch, **options)
     except BenchError as exc:  # --data that cannot be loaded: no model can be benchmarked
         click.echo(f"bnlint: error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
@@ -348,15 +399,18 @@ Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to
               help="With --bench: train on your data, from a function that returns a DataLoader "
                    "or (inputs, targets) tensors. Default: a synthetic task fitted to the model.")
 @click.option("--steps", type=click.IntRange(1), default=BENCH_DEFAULTS["steps"],
-              show_default=True, help="With --bench: training steps of each run.")
+              help="With --bench: training steps of each run. Default: as many as the models' "
+                   f"compute allows ({MIN_STEPS} to {MAX_STEPS}), the same on any machine.")
 @click.option("--seeds", type=click.IntRange(1), default=BENCH_DEFAULTS["seeds"],
               show_default=True,
               help="With --bench: runs of each model, each from its own weights and batches.")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=BENCH_DEFAULTS["lr"],
               show_default=True, help="With --bench: the SGD learning rate (momentum 0.9).")
-@click.option("--time-budget", type=click.FloatRange(0), default=BENCH_DEFAULTS["time_budget"],
-              show_default=True, metavar="SECONDS",
-              help="With --bench: cut the steps of every run alike to fit; 0 for no limit.")
+@click.option("--time-budget", type=click.FloatRange(0, min_open=True),
+              default=BENCH_DEFAULTS["time_budget"], metavar="SECONDS",
+              help="With --bench: stop each model's benchmark within this time, set-up "
+                   "included, by cutting the steps of every run alike (the report says so). "
+                   "Default: no limit.")
 @click.option("--device", metavar="DEVICE",
               help="With --bench: where to train. Default: cuda when available, else cpu.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,

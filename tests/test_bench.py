@@ -2,8 +2,14 @@
 input shape, the user's models left alone, the output (table, JSON, plot) and the CLI."""
 
 import copy
+import io
 import json
 import math
+import os
+import subprocess
+import sys
+import time
+from contextlib import ExitStack, contextmanager
 
 import pytest
 import torch
@@ -11,12 +17,13 @@ import torch.nn as nn
 from click.testing import CliRunner
 
 import bnlint
-from bnlint import bench, render_bench
-from bnlint.bench import IMPROVED, NEUTRAL, WORSE, BenchError, decide
+from bnlint import bench, cli
+from bnlint.bench import BenchError, render, results, tasks, training, verdict
+from bnlint.bench.verdict import IMPROVED, NEUTRAL, WORSE, decide
 from bnlint.cli import main
 from fixtures_models import fixture_module
 
-QUICK = dict(steps=100, seeds=2, lr=0.01, time_budget=None)
+QUICK = dict(steps=100, seeds=2, lr=0.01)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -38,6 +45,20 @@ def deep_mlp():
 
 def test_public_api():
     assert bnlint.benchmark is bench.benchmark
+
+
+def test_the_command_line_and_the_results_do_not_import_torch():
+    code = ("import sys\n"
+            "from bnlint.cli import main\n"
+            "import bnlint.bench, bnlint.bench.results, bnlint.bench.render\n"
+            "try:\n"
+            "    main(['--help'])\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "--time-budget" in done.stdout
 
 
 # --- the verdict rule, on controlled numbers ---------------------------------------------------
@@ -72,12 +93,12 @@ def test_ratio_is_the_geometric_mean_of_per_seed_ratios():
 
 def test_steps_to_target_uses_the_running_mean_of_the_final_window():
     losses = [5.0, 4.0, 3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0] * 2
-    assert bench.window(20) == 2
-    assert bench.final_loss(losses, False, 20) == 1.0
-    assert bench.steps_to(losses, 1.0, 20) == 6      # mean of steps 5 and 6 is 1.0
-    assert bench.steps_to(losses, 2.5, 20) == 4      # mean of 3.0 and 2.0
-    assert bench.steps_to(losses, 0.5, 20) is None
-    assert bench.final_loss(losses[:3], True, 20) == math.inf
+    assert verdict.window(20) == 2
+    assert verdict.final_loss(losses, False, 20) == 1.0
+    assert verdict.steps_to(losses, 1.0, 20) == 6      # mean of steps 5 and 6 is 1.0
+    assert verdict.steps_to(losses, 2.5, 20) == 4      # mean of 3.0 and 2.0
+    assert verdict.steps_to(losses, 0.5, 20) is None
+    assert verdict.final_loss(losses[:3], True, 20) == math.inf
 
 
 # --- real training: a fix that helps, one that changes nothing, one that hurts -----------------
@@ -103,7 +124,7 @@ def test_removing_batchnorm_is_worse(deep_mlp):
 
 def test_a_fix_that_changes_nothing_is_no_measurable_difference(deep_mlp):
     model = deep_mlp[0]
-    report = bench.benchmark(model, copy.deepcopy(model), steps=30, seeds=2, time_budget=None)
+    report = bench.benchmark(model, copy.deepcopy(model), steps=30, seeds=2)
     assert report.verdict == NEUTRAL and report.ratio == 1.0
     original, fixed = report.variants
     assert [r.losses for r in original.runs] == [r.losses for r in fixed.runs]
@@ -114,29 +135,18 @@ def test_the_safe_bn001_fix_trains_the_same():
     not invent a difference."""
     model = fixture_module("vgg").vgg11_small()
     fixed = bnlint.fix(model, select=["BN001"]).model
-    report = bench.benchmark(model, fixed, steps=20, seeds=2, time_budget=None)
+    report = bench.benchmark(model, fixed, steps=20, seeds=2)
     assert report.verdict == NEUTRAL
     assert report.ratio == pytest.approx(1.0, abs=0.01)
     assert report.fixed.params < report.original.params
     assert report.task.shape_from == "found by probing" and report.task.input_shape == (3, 32, 32)
 
 
-def test_same_result_twice(deep_mlp):
-    first = bench.benchmark(*deep_mlp, steps=30, seeds=2, time_budget=None).to_dict()
-    second = bench.benchmark(*deep_mlp, steps=30, seeds=2, time_budget=None).to_dict()
-    for report in (first, second):
-        for variant in report["variants"].values():
-            variant.pop("step_ms")
-            for run in variant["runs"]:
-                run.pop("step_ms")
-    assert first == second
-
-
 def test_lr_sweep_finds_the_largest_learning_rate_that_trains(deep_mlp):
-    report = bench.benchmark(*deep_mlp, steps=100, seeds=1, lr_sweep=True, time_budget=None)
+    report = bench.benchmark(*deep_mlp, steps=100, seeds=1, lr_sweep=True)
     original, fixed = report.variants
     for variant in report.variants:
-        assert [p.lr for p in variant.sweep] == list(bench.LR_GRID[:len(variant.sweep)])
+        assert [p.lr for p in variant.sweep] == list(training.LR_GRID[:len(variant.sweep)])
         trained = [p.lr for p in variant.sweep if p.trains]
         assert variant.max_stable_lr == (max(trained) if trained else None)
     # BatchNorm is what lets the deep MLP train at all in a short run
@@ -145,18 +155,133 @@ def test_lr_sweep_finds_the_largest_learning_rate_that_trains(deep_mlp):
     assert report.settings["lr_sweep"]["steps"] == 50
 
 
-def test_time_budget_cuts_every_run_alike_and_says_so(deep_mlp):
-    report = bench.benchmark(*deep_mlp, steps=5000, seeds=1, time_budget=0.5)
-    assert report.settings["steps"] < 5000
-    assert all(len(r.losses) == report.settings["steps"] for v in report.variants for r in v.runs)
-    assert any("--time-budget" in note for note in report.notes)
-
-
 def test_divergence_is_recorded_not_raised(deep_mlp):
-    report = bench.benchmark(*deep_mlp, steps=30, seeds=1, lr=1e6, time_budget=None)
+    report = bench.benchmark(*deep_mlp, steps=30, seeds=1, lr=1e6)
     assert all(r.diverged and r.final == math.inf for v in report.variants for r in v.runs)
     assert report.verdict == NEUTRAL
     assert report.to_dict()["variants"]["original"]["final_loss"]["mean"] is None
+
+
+# --- how long: the models' compute by default, the clock only when asked -----------------------
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A plain six-stage MLP and its BN005 fix, small enough that a default run (200 steps)
+    takes a second. The first benchmark of a process pays a one-off import for counting
+    FLOPs; it is paid here, so that it is not what the budget tests time."""
+    layers = [nn.Linear(8, 16), nn.ReLU()]
+    for _ in range(5):
+        layers += [nn.Linear(16, 16), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Linear(16, 4))
+    pair = model, bnlint.fix(model, select=["BN005"], unsafe=True).model
+    bench.benchmark(*pair, steps=1, seeds=1)
+    return pair
+
+
+@contextmanager
+def busy_cores(per_core: int = 1):
+    """Every core kept busy by ``per_core`` busy-looping processes: a loaded shared machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+             for _ in range(min(per_core * cores, 16))]
+    try:
+        time.sleep(0.3)  # until they run
+        yield
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+
+
+def measured(report) -> dict:
+    """The report as JSON without the step times, the one thing that may change run to run."""
+    data = report.to_dict()
+    for variant in data["variants"].values():
+        variant.pop("step_ms")
+        for run in variant["runs"]:
+            run.pop("step_ms")
+    return data
+
+
+def test_default_runs_are_the_same_on_a_loaded_machine(tiny):
+    quiet = bench.benchmark(*tiny, seeds=1)
+    with busy_cores():
+        loaded = bench.benchmark(*tiny, seeds=1)
+    assert measured(quiet) == measured(loaded)  # steps, every loss, the verdict
+    flops = sum(quiet.settings["flops_per_step"].values())
+    assert quiet.settings["steps_from"] == "compute" and flops > 0
+    assert quiet.settings["steps"] == training.default_steps(flops) == results.MAX_STEPS
+    assert not quiet.cut_by_time and quiet.settings["time_budget"] is None
+
+
+def test_default_steps_never_read_the_clock(tiny, monkeypatch):
+    """A machine a million times slower, as the clock sees it, trains the same steps."""
+    quiet = bench.benchmark(*tiny, seeds=1)
+    ticks = iter(range(10**9))
+    monkeypatch.setattr(time, "perf_counter", lambda: float(next(ticks)))
+    slow = bench.benchmark(*tiny, seeds=1)
+    assert measured(slow) == measured(quiet)
+
+
+def test_default_steps_follow_the_compute_of_a_step():
+    assert training.default_steps(0) == results.MAX_STEPS
+    assert training.default_steps(results.COMPUTE_PER_SEED / 55) == 50  # in tens, rounded down
+    assert training.default_steps(results.COMPUTE_PER_SEED) == results.MIN_STEPS
+
+
+def test_a_time_budget_cuts_every_run_alike_and_says_so(tiny):
+    start = time.perf_counter()
+    report = bench.benchmark(*tiny, steps=100_000, seeds=2, time_budget=1.0)
+    assert time.perf_counter() - start < 1.1
+    steps = report.settings["steps"]
+    assert 0 < steps < report.settings["steps_planned"] == 100_000
+    assert all(len(r.losses) == steps for v in report.variants for r in v.runs)
+    assert report.cut_by_time and report.to_dict()["cut_by_time"] is True
+    assert report.rule.startswith(f"final loss = mean training loss over the last {steps // 10} ")
+    out = io.StringIO()
+    render.render_text([results.BenchEntry("tiny", report=report)], out)
+    assert f"{report.verdict}: final loss" in out.getvalue()
+    assert f"cut by --time-budget 1s to {steps} of 100000 steps" in out.getvalue()
+
+
+def test_a_budget_holds_when_the_machine_slows_down_part_way(tiny):
+    """The load starts once the plan is made from the first steps: the runs that follow are
+    cut alike to fit, and the budget still holds."""
+    with ExitStack() as later:
+        class LoadAfterPlanning:
+            def plan(self, plan):
+                self.steps = plan.steps
+                later.enter_context(busy_cores(per_core=2))
+
+            def step(self, label, done, total):
+                pass
+
+        watcher = LoadAfterPlanning()
+        start = time.perf_counter()
+        report = bench.benchmark(*tiny, steps=100_000, seeds=2, time_budget=2.0,
+                                 progress=watcher)
+        elapsed = time.perf_counter() - start
+    assert elapsed < 2.1
+    steps = report.settings["steps"]
+    assert report.cut_by_time and steps < watcher.steps
+    assert all(len(r.losses) == steps for v in report.variants for r in v.runs)
+
+
+def test_a_budget_that_cannot_hold_says_so_before_training(tiny):
+    class Watcher:
+        steps = 0
+
+        def plan(self, plan):
+            raise AssertionError("planned a run that cannot fit")
+
+        def step(self, label, done, total):
+            self.steps += 1
+
+    watcher = Watcher()
+    with pytest.raises(BenchError, match=r"--time-budget 0.001s cannot hold: .* give a larger "
+                                         r"--time-budget or fewer --seeds"):
+        bench.benchmark(*tiny, seeds=2, time_budget=0.001, progress=watcher)
+    assert watcher.steps == 0
 
 
 # --- the user's models are left alone ----------------------------------------------------------
@@ -166,7 +291,7 @@ def test_benchmark_and_probing_leave_the_users_models_untouched():
     model = vgg.vgg11_small().eval()
     fixed = bnlint.fix(model, select=["BN001"]).model.train()
     before = [copy.deepcopy(m.state_dict()) for m in (model, fixed)]
-    bench.benchmark(model, fixed, steps=3, seeds=1, time_budget=None)
+    bench.benchmark(model, fixed, steps=3, seeds=1)
     assert not model.training and fixed.training
     for m, state in zip((model, fixed), before):
         after = m.state_dict()
@@ -187,40 +312,40 @@ def conv1d_net():
     (nn.Sequential(nn.Linear(7, 2)), (7,)),
 ])
 def test_probing_finds_a_shape_the_model_accepts(model, shape):
-    found, origin, out = bench.find_input_shape(model, None, torch.device("cpu"))
+    found, origin, out = tasks.find_input_shape(model, None, torch.device("cpu"))
     assert (found, origin) == (shape, "found by probing")
 
 
 def test_a_declared_or_given_shape_wins():
     model = fixture_module("deep_plain").PlainCNN()
-    assert bench.find_input_shape(model, None, "cpu")[:2] == ((3, 32, 32), "from INPUT_SHAPE")
-    assert bench.find_input_shape(model, (3, 16, 16), "cpu")[:2] == (
+    assert tasks.find_input_shape(model, None, "cpu")[:2] == ((3, 32, 32), "from INPUT_SHAPE")
+    assert tasks.find_input_shape(model, (3, 16, 16), "cpu")[:2] == (
         (3, 16, 16), "from --input-shape")
     with pytest.raises(BenchError, match=r"does not accept inputs of shape \(N, 5, 16, 16\)"):
-        bench.find_input_shape(model, (5, 16, 16), "cpu")
+        tasks.find_input_shape(model, (5, 16, 16), "cpu")
 
 
 def test_no_shape_found_says_what_to_do():
     model = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(8, 2))
     with pytest.raises(BenchError, match="--input-shape"):
-        bench.find_input_shape(model, None, "cpu")
+        tasks.find_input_shape(model, None, "cpu")
 
 
 @pytest.mark.parametrize("head, kind, classes", [
-    (nn.Linear(8, 5), bench.CLASSIFICATION, 5),
-    (nn.Linear(8, 100), bench.CLASSIFICATION, bench.MAX_CLASSES),
-    (nn.Linear(8, 1), bench.REGRESSION, None),
+    (nn.Linear(8, 5), results.CLASSIFICATION, 5),
+    (nn.Linear(8, 100), results.CLASSIFICATION, tasks.MAX_CLASSES),
+    (nn.Linear(8, 1), results.REGRESSION, None),
 ])
 def test_task_follows_the_output_shape(head, kind, classes):
-    task = bench.synthetic_task(nn.Sequential(nn.Linear(4, 8), head), (4,), "cpu")
+    task = tasks.synthetic_task(nn.Sequential(nn.Linear(4, 8), head), (4,), "cpu")
     assert (task.kind, task.classes) == (kind, classes)
 
 
 # --- the synthetic data ------------------------------------------------------------------------
 
 def fit(model, task, steps=300):
-    data = bench.SyntheticData(task, 64, seed=0).batches()
-    loss_fn = bench.loss_function(task)
+    data = tasks.SyntheticData(task, 64, seed=0).batches()
+    loss_fn = tasks.loss_function(task)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(steps):
         x, y = next(data)
@@ -228,12 +353,12 @@ def fit(model, task, steps=300):
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-    return next(bench.SyntheticData(task, 512, seed=0).batches())
+    return next(tasks.SyntheticData(task, 512, seed=0).batches())
 
 
 def test_synthetic_classification_is_learnable_and_balanced():
     torch.manual_seed(0)
-    task = bench.Task(bench.CLASSIFICATION, (3, 8, 8), (4,), "", bench.SYNTHETIC, classes=4)
+    task = results.Task(results.CLASSIFICATION, (3, 8, 8), (4,), "", results.SYNTHETIC, classes=4)
     model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
                           nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(256, 4))
     x, y = fit(model, task)
@@ -244,7 +369,7 @@ def test_synthetic_classification_is_learnable_and_balanced():
 
 def test_synthetic_regression_is_learnable():
     torch.manual_seed(0)
-    task = bench.Task(bench.REGRESSION, (32,), (3,), "", bench.SYNTHETIC)
+    task = results.Task(results.REGRESSION, (32,), (3,), "", results.SYNTHETIC)
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 3))
     x, y = fit(model, task)
     assert y.shape == (512, 3) and y.var().item() == pytest.approx(1.0, rel=0.3)
@@ -253,10 +378,10 @@ def test_synthetic_regression_is_learnable():
 
 
 def test_synthetic_batches_are_fixed_by_the_seed():
-    task = bench.Task(bench.CLASSIFICATION, (3, 8, 8), (10,), "", bench.SYNTHETIC, classes=10)
+    task = results.Task(results.CLASSIFICATION, (3, 8, 8), (10,), "", results.SYNTHETIC, classes=10)
 
     def first(seed):
-        return next(bench.SyntheticData(task, 8, seed).batches())
+        return next(tasks.SyntheticData(task, 8, seed).batches())
 
     assert all(torch.equal(a, b) for a, b in zip(first(1), first(1)))
     assert not torch.equal(first(1)[0], first(2)[0])
@@ -269,8 +394,8 @@ def test_user_tensors_train_both_models_on_the_same_batches(deep_mlp):
     x = torch.randn(256, 64, generator=generator)
     y = (x[:, :10].argmax(1))
     report = bench.benchmark(deep_mlp[0], copy.deepcopy(deep_mlp[0]), data=lambda: (x, y),
-                             steps=20, seeds=1, time_budget=None)
-    assert report.task.kind == bench.CLASSIFICATION and report.task.data == "the given data"
+                             steps=20, seeds=1)
+    assert report.task.kind == results.CLASSIFICATION and report.task.data == "the given data"
     assert report.original.runs[0].losses == report.fixed.runs[0].losses
 
 
@@ -282,21 +407,21 @@ def test_user_data_that_is_not_batches_is_a_clear_error(deep_mlp):
 # --- output ------------------------------------------------------------------------------------
 
 def test_sparkline_shares_the_scale_of_the_curves_compared():
-    assert render_bench.sparkline([1, 2, 3, 4], lo=1, hi=4) == "▁▃▆█"
-    assert render_bench.sparkline([1, 1], lo=1, hi=8) == "▁▁"
-    assert len(render_bench.sparkline(list(range(100)), lo=0, hi=99)) == render_bench.SPARK_WIDTH
+    assert render.sparkline([1, 2, 3, 4], lo=1, hi=4) == "▁▃▆█"
+    assert render.sparkline([1, 1], lo=1, hi=8) == "▁▁"
+    assert len(render.sparkline(list(range(100)), lo=0, hi=99)) == render.SPARK_WIDTH
 
 
 @pytest.fixture(scope="module")
 def entry(deep_mlp):
     return bench.bench_model("deep_plain.py:DeepMLP()", deep_mlp[0], select=["BN005"],
-                             steps=20, seeds=2, time_budget=None)
+                             steps=20, seeds=2)
 
 
 def test_plot_file(entry, tmp_path):
     pytest.importorskip("matplotlib")
     path = tmp_path / "curves.png"
-    render_bench.write_plot([entry], path)
+    render.write_plot([entry], path)
     data = path.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
 
@@ -317,7 +442,7 @@ def test_cli_bench_text_shows_the_table_the_verdict_and_its_rule(tmp_path):
     assert "BN005 ×8" in text and "input (64,) from INPUT_SHAPE" in text
     rows = [line.split() for line in text.splitlines() if line.split()[:1] in (["original"],
                                                                                ["fixed"])]
-    assert len(rows) == 2 and all(set(row[-1]) <= set(render_bench.SPARKS) for row in rows)
+    assert len(rows) == 2 and all(set(row[-1]) <= set(render.SPARKS) for row in rows)
     assert "rule: final loss = mean training loss over the last 2 steps" in text
 
 
@@ -330,9 +455,36 @@ def test_cli_bench_json_has_curves_and_settings():
     report = entry["benchmark"]
     assert report["verdict"] in (IMPROVED, NEUTRAL, WORSE) and "rule" in report
     assert report["settings"]["steps"] == 20 and report["settings"]["seeds"] == 2
+    assert report["settings"]["steps_from"] == "given" and report["cut_by_time"] is False
     runs = report["variants"]["fixed"]["runs"]
     assert [r["seed"] for r in runs] == [0, 1] and all(len(r["losses"]) == 20 for r in runs)
     assert data["summary"]["by_code"] == {"BN005": 1}  # one line builds all eight layers
+
+
+def test_cli_bench_default_steps_say_where_they_come_from():
+    result = run("fixtures/deep_plain.py:DeepMLP()", "--select", "BN005", "--bench",
+                 "--seeds", "1")
+    assert "training 200 steps × 1 seed," in result.stdout
+    assert ("steps: 200 from the models' compute, the same on any machine: 0.0472 GFLOP a "
+            "training step of both, 200 GFLOP a seed, 20 to 200 steps") in result.stdout
+
+
+def test_cli_bench_estimates_the_time_of_a_long_run(monkeypatch):
+    monkeypatch.setattr(cli, "ESTIMATE_FROM", 0.0)  # every run counts as long
+    result = run("fixtures/deep_plain.py:DeepMLP()", "--select", "BN005", "--bench",
+                 "--steps", "10", "--seeds", "1", "--format", "json")
+    assert ("Benchmarking fixtures/deep_plain.py:DeepMLP(): 10 steps × 1 seed of both models, "
+            "about ") in result.stderr
+    assert "(estimated from the first steps)" in result.stderr
+    json.loads(result.stdout)  # stdout stays the report
+
+
+def test_cli_bench_budget_that_cannot_hold_is_an_error_before_training():
+    result = run("fixtures/deep_plain.py:DeepMLP()", "--select", "BN005", "--bench",
+                 "--time-budget", "0.001")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert ("bnlint: error: fixtures/deep_plain.py:DeepMLP(): benchmark not run: "
+            "--time-budget 0.001s cannot hold") in result.stderr
 
 
 def test_cli_bench_model_without_fixes_is_not_run():
@@ -357,6 +509,7 @@ def test_cli_bench_errors_are_one_line(option, message):
     (["--bench", "--format", "sarif"], "--bench reports as text or json"),
     (["--bench", "--fix"], "--bench"),
     (["--bench", "--input-shape", "3,x"], "--input-shape"),
+    (["--bench", "--time-budget", "0"], "--time-budget"),
 ])
 def test_cli_bench_usage_errors(args, message):
     result = run("fixtures/deep_plain.py", *args)

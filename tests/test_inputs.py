@@ -13,8 +13,8 @@ import torch.nn as nn
 from click.testing import CliRunner
 
 import bnlint
-from bnlint import bench, engine, inputs
-from bnlint.bench import BenchError
+from bnlint import engine, inputs
+from bnlint.bench import BenchError, tasks
 from bnlint.cli import main
 from bnlint.inputs import Example, ExampleError, as_example, resolve
 from bnlint.load import build, load
@@ -233,14 +233,14 @@ def test_bench_trains_on_the_input_the_lint_run_found():
 def test_bench_takes_example_input_from_the_file(tmp_path):
     [candidate] = load([write(tmp_path, NET + EXAMPLE_INPUT)]).candidates
     model, _ = build(candidate)
-    shape, origin, out = bench.find_input_shape(model, (9,), "cpu")
+    shape, origin, out = tasks.find_input_shape(model, (9,), "cpu")
     assert (shape, origin, tuple(out.shape)) == ((4,), "from example_input()", (3, 8))
 
 
 def test_bench_needs_one_tensor_for_its_synthetic_task():
     model = nn.Sequential(nn.Linear(4, 8))
     with pytest.raises(BenchError, match="feeds the model one tensor.*--data"):
-        bench.find_input_shape(model, None, "cpu", example=(torch.randn(2, 4), torch.randn(2)))
+        tasks.find_input_shape(model, None, "cpu", example=(torch.randn(2, 4), torch.randn(2)))
 
 
 

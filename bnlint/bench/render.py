@@ -1,5 +1,4 @@
-"""Benchmark results -> a compact table with sparkline loss curves, JSON, a PNG plot; and the
-progress bar shown on a terminal while models train.
+"""Benchmark results -> a compact table with sparkline loss curves, JSON, a PNG plot.
 
 Imports neither torch nor matplotlib until a plot is written: the results are plain data.
 """
@@ -8,18 +7,15 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import TextIO
 
-# the defaults of ``bnlint --bench`` and of ``bnlint.benchmark``: on 2 CPU cores the fixture
-# models finish in well under 30 s
-DEFAULTS = {"steps": 200, "seeds": 3, "lr": 0.02, "time_budget": 20.0}
+from bnlint.bench.results import COMPUTE_PER_SEED, MAX_STEPS, MIN_STEPS
+from bnlint.bench.verdict import IMPROVED, WORSE
 
 SPARKS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 20
-VERDICT_STYLE = {"improved": "bold green", "worse": "bold red"}
+VERDICT_STYLE = {IMPROVED: "bold green", WORSE: "bold red"}
 
 
 def plot_available() -> bool:
@@ -92,6 +88,25 @@ def _ratio(report) -> str:
             f"seed{'s' * (seeds != 1)})")
 
 
+def _cut(report) -> str:
+    """What the time budget did to the runs the verdict is about."""
+    settings = report.settings
+    if not report.cut_by_time:
+        return ""
+    budget = f"--time-budget {settings['time_budget']:g}s"
+    if settings["steps"] < settings["steps_planned"]:
+        return f"; cut by {budget} to {settings['steps']} of {settings['steps_planned']} steps"
+    return f"; {budget} cut the learning-rate sweep"
+
+
+def _steps_from(settings) -> str:
+    """Where the number of steps came from, when the user did not give it."""
+    flops = sum(settings["flops_per_step"].values())
+    return (f"steps: {settings['steps_planned']} from the models' compute, the same on any "
+            f"machine: {flops / 1e9:.3g} GFLOP a training step of both, "
+            f"{COMPUTE_PER_SEED / 1e9:g} GFLOP a seed, {MIN_STEPS} to {MAX_STEPS} steps")
+
+
 def _columns(rows: list[list[str]], left: set[int]) -> list[str]:
     """Rows as aligned text: the columns in ``left`` flush left, the others right."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -135,9 +150,12 @@ def render_text(entries, out: TextIO) -> None:
         for line in _columns(rows, left={0, 2, len(rows[0]) - 1}):
             console.print(f"  {escape(line)}")
         style = VERDICT_STYLE.get(report.verdict, "bold yellow")
-        console.print(f"  [{style}]{report.verdict}[/]: {_ratio(report)}")
+        console.print(f"  [{style}]{report.verdict}[/]: {_ratio(report)}"
+                      f"[yellow]{escape(_cut(report))}[/]")
         console.print(f"  [dim]rule: {escape(report.rule)}[/]")
         console.print(f"  [dim]to target: {escape(report.target)}[/]")
+        if settings["steps_from"] == "compute":
+            console.print(f"  [dim]{escape(_steps_from(settings))}[/]")
         if sweep:
             grid = ", ".join(f"{lr:g}" for lr in settings["lr_sweep"]["grid"])
             console.print(f"  [dim]max lr: the largest of {grid} at which the model still trains "
@@ -186,26 +204,3 @@ def write_plot(entries, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-@contextmanager
-def progress_bar(title: str, *, enabled: bool | None = None) -> Iterator:
-    """A rich progress bar on stderr while one model's benchmark trains; ``None`` (no bar)
-    unless stderr is a terminal, so piped and JSON output stay clean."""
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("steps"), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(title, total=None)
-
-        def update(label: str, done: int, total: int) -> None:
-            bar.update(task, description=f"{title}: {label}", completed=done, total=total)
-
-        yield update
