@@ -21,13 +21,13 @@ from bnlint.engine import traced_with_input, unsuppressed_hits
 from bnlint.findings import UNSAFE, Hit
 from bnlint.inputs import resolve
 from bnlint.rules import GRAPH, RULES, Rule, enabled_codes
-from bnlint.trace import Traced
+from bnlint.trace import Traced, Unit
 
 # A reorder can put a biased layer right before BatchNorm; a second round fixes that too.
 MAX_ROUNDS = 4
 # rules whose fix changes module state (parameters, buffers) and never the graph, so it holds
 # on every path through a forward, also one recorded on a single path
-STATE_ONLY = frozenset({"BN001"})
+STATE_ONLY = frozenset({"BN001", "BN007"})
 
 
 @dataclass(frozen=True)
@@ -150,16 +150,19 @@ class _Fixer:
         return None
 
     def install(self) -> nn.Module:
-        """The fixed model: the copy, with every rewritten part replaced by its new graph
-        (outer parts first, so an inner one lands inside its rewritten parent)."""
-        root = self.model
-        units = self.traced.units
-        for index in sorted(self.rewritten, key=lambda i: (units[i].prefix != "",
-                                                         units[i].prefix.count("."))):
-            unit = units[index]
-            if not unit.prefix:
-                root = unit.gm
-                continue
-            parent, _, attr = unit.prefix.rpartition(".")
-            setattr(root.get_submodule(parent), attr, unit.gm)
-        return root
+        """The fixed model: the copy, with every rewritten part replaced by its new graph."""
+        return install(self.model, [self.traced.units[i] for i in sorted(self.rewritten)])
+
+
+def install(model: nn.Module, rewritten: list[Unit]) -> nn.Module:
+    """``model`` with the graph of each traced piece in ``rewritten`` in place of the module it
+    traced (outer pieces first, so an inner one lands inside its rewritten parent); a piece at
+    the root replaces the model itself."""
+    root = model
+    for unit in sorted(rewritten, key=lambda u: (u.prefix != "", u.prefix.count("."))):
+        if not unit.prefix:
+            root = unit.gm
+            continue
+        parent, _, attr = unit.prefix.rpartition(".")
+        setattr(root.get_submodule(parent), attr, unit.gm)
+    return root

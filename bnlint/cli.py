@@ -170,6 +170,18 @@ def _visitor(fixer, benched: list | None):
     return visit
 
 
+def _also_fold(visit, folder: Path, example, input_shape, saved: list[str]):
+    """``on_model`` for --save-folded: ``visit``, then fold the model into a new folder in
+    ``folder``, noting in ``saved`` what was done."""
+    from bnlint.folding import save
+    from bnlint.sourcefix import folder_name
+
+    def fold_each(spec, model, findings):
+        visit(spec, model, findings)
+        saved.append(save(spec, model, folder / folder_name(spec), example, input_shape))
+    return fold_each
+
+
 ESTIMATE_FROM = 5.0  # seconds: a benchmark expected to train longer says so before it starts
 
 
@@ -404,7 +416,9 @@ must (--bench), a common shape found by trying some on a copy of the model.
 \b
 Fixing: --diff shows the edits, --fix makes the safe ones, --unsafe-fixes adds the ones
 that change what the model computes. --save-fixed DIR writes each fixed model (code and
-weights) to a new folder in DIR. After --fix removed biases, old checkpoints load again with
+weights) to a new folder in DIR; --save-folded DIR each model with its BatchNorms folded
+into the layers before them, for deployment. After --fix removed biases, old checkpoints
+load again with
   bnlint 'models/vgg.py:VGG("VGG11")' --convert-checkpoint old.pt new.pt
 \b
 Exit status: 0 clean, 1 findings (or --fix changed files, or --diff has edits to show;
@@ -435,6 +449,10 @@ not write.
 @click.option("--save-fixed", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Write each model with fixes, as code and weights, to a new folder in DIR "
                    "(existing files are never replaced).")
+@click.option("--save-folded", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Write each model in eval mode with every BatchNorm folded into the conv or "
+                   "linear layer before it, as code and weights, to a new folder in DIR "
+                   "(checked against the original; existing files are never replaced).")
 @click.option("--example", metavar="FILE.py:EXPR",
               help="The input of every model's forward: EXPR, evaluated in FILE.py (or in an "
                    "importable module, package.module:EXPR), gives the forward's argument, a "
@@ -519,9 +537,9 @@ not write.
               is_eager=True, help="List every rule and exit.")
 @click.version_option(__version__, "--version", prog_name="bnlint")
 def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show_diff, save_fixed,
-         convert, bench, lr_sweep, plot, example, input_shape, data, steps, seeds, lr, time_budget,
-         device, fmt, config_file, baseline_file, generate_baseline, force_exclude, statistics,
-         output_file, exit_zero, quiet, color, stdin_filename, verbose):
+         save_folded, convert, bench, lr_sweep, plot, example, input_shape, data, steps, seeds, lr,
+         time_budget, device, fmt, config_file, baseline_file, generate_baseline, force_exclude,
+         statistics, output_file, exit_zero, quiet, color, stdin_filename, verbose):
     """Find BatchNorm mistakes in PyTorch models: a biased layer feeding BatchNorm (BN001),
     an activation before BatchNorm (BN002), and more (`bnlint --list-rules`)."""
     ctx = click.get_current_context()
@@ -536,19 +554,24 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
                                "choose one")
     if show_diff and fmt not in ("text", "concise"):
         raise click.UsageError("--diff prints a unified diff; it does not go with --format")
+    if static and save_folded:
+        raise click.UsageError("--static builds no model, so it has none to fold for "
+                               "--save-folded")
     if static and (example or input_shape):
         raise click.UsageError("--static runs no model, so it takes no --example or "
                                "--input-shape")
     _check_bench(click.get_current_context(), bench, fmt, apply_fixes or show_diff or save_fixed,
                  plot)
-    if convert and (len(paths) != 1 or apply_fixes or show_diff or save_fixed or bench
-                    or stdin_filename):
+    if convert and (len(paths) != 1 or apply_fixes or show_diff or save_fixed or save_folded
+                    or bench or stdin_filename):
         raise click.UsageError("--convert-checkpoint takes one PATH, the fixed model, and no "
-                               "--fix, --diff, --save-fixed, --bench or --stdin-filename")
+                               "--fix, --diff, --save-fixed, --save-folded, --bench or "
+                               "--stdin-filename")
     if output_file is not None:
         _write_output_to(ctx, output_file)
     fixing = bool(apply_fixes or show_diff or save_fixed)
     entries = None
+    folded: list[str] = []  # what --save-folded did
     refused = False  # a file --fix could not write
     benched: list = []
     findings_status = EXIT_CLEAN if exit_zero else EXIT_FINDINGS
@@ -565,16 +588,23 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
         select, ignore = _codes(select) or settings.select, _codes(ignore) + settings.ignore
         given = _load_example(example, verbose)
 
-        def lint(fixer, benched=None):
+        def lint(fixer, benched=None, folded=None):
+            visit = _visitor(fixer, benched)
+            if folded is not None:
+                visit = _also_fold(visit, save_folded, given, input_shape, folded)
             return lint_specs(paths, select=select, ignore=ignore,
                               exclude=list(exclude) + settings.exclude, static=static,
-                              on_model=_visitor(fixer, benched), on_script=fixer.visit_script,
-                              example=given, input_shape=input_shape, weights=fixing or bench)
+                              on_model=visit, on_script=fixer.visit_script, example=given,
+                              input_shape=input_shape,
+                              weights=fixing or bench or bool(save_folded))
 
         # every run plans the source fixes: the hints count only what --fix would change
         fixer = SourceFixer(enabled_codes(select, ignore), unsafe=unsafe_fixes, named=paths,
                             save_to=save_fixed, graph_fix=fixing)
-        report = lint(fixer, benched if bench else None)
+        # fold on the first lint only: --fix lints again, and a folder is never written twice
+        report = lint(fixer, benched if bench else None, folded if save_folded else None)
+        for line in folded:
+            click.echo(line, err=True)
         if apply_fixes:
             report, plan, refused = fix_files(report, fixer, lint)
         else:

@@ -53,9 +53,7 @@ def traced_with_input(model: nn.Module, example: Example | None, rules: list[Rul
         probed = probe(model)
         if probed is not None:
             example, traced = probed, trace_model(model, probed)
-            for unit in traced.units:
-                for node in unit.gm.graph.nodes:
-                    node.meta.pop("tensor_meta", None)
+            traced.forget_shapes()
     return traced, list(unsuppressed_hits(model, traced.units, rules, used)), example
 
 

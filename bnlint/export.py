@@ -124,10 +124,10 @@ def _imports(gm: fx.GraphModule, code: str) -> str:
 
 
 def write_model(model: nn.Module, folder: Path, *, title: str = "A model fixed by bnlint",
-                fixes: list[str] = ()) -> None:
-    """Write ``model`` to the new folder ``folder`` (``title`` heads its docstring, which lists
-    ``fixes``); never replaces anything that exists. Raises ExportError with the reason when
-    the model cannot be written as code."""
+                fixes: list[str] = (), name: str = "FixedModel") -> None:
+    """Write ``model`` to the new folder ``folder`` as the class ``name`` (``title`` heads its
+    docstring, which lists ``fixes``); never replaces anything that exists. Raises ExportError
+    with the reason when the model cannot be written as code."""
     folder = Path(folder)
     if os.path.lexists(folder):
         raise ExportError(f"{folder} already exists; not overwriting it")
@@ -145,7 +145,7 @@ def write_model(model: nn.Module, folder: Path, *, title: str = "A model fixed b
         title=title,
         fixes=f", which applied:\n{applied}" if fixes else "",
         imports=_imports(gm, gm.code),
-        name="FixedModel",
+        name=name,
         members="\n".join(_members(gm)) or "        pass",
         forward=forward,
         training=gm.training,

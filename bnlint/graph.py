@@ -149,6 +149,17 @@ def is_biased_layer(gm: fx.GraphModule, node: fx.Node) -> bool:
     return False
 
 
+def own_forward(layer: nn.Module) -> str | None:
+    """``forward`` or ``_conv_forward``, whichever the layer's class defines outside torch.nn
+    first: a subclass that computes its output its own way (with its weight and bias, or not);
+    ``None`` for torch's own layers."""
+    for name in ("forward", "_conv_forward"):
+        method = getattr(type(layer), name, None)
+        if method is not None and not method.__module__.startswith("torch.nn."):
+            return name
+    return None
+
+
 def is_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
     if node.op == "call_module":
         return isinstance(module_of(gm, node), ACTIVATION_TYPES)
@@ -288,6 +299,31 @@ def by_target(gm: fx.GraphModule) -> dict[tuple[str, str], list[fx.Node]]:
 def calls_of(gm: fx.GraphModule, target: str) -> list[fx.Node]:
     """Every node that calls the module at ``target`` (a shared layer has several)."""
     return [n for n in gm.graph.nodes if n.op == "call_module" and n.target == target]
+
+
+_ALPHA_DROPOUT_TYPES = (nn.AlphaDropout, nn.FeatureAlphaDropout)
+_ALPHA_DROPOUT_FUNCTIONS = {F.alpha_dropout, F.feature_alpha_dropout}
+
+
+def dropout_rate(gm: fx.GraphModule, node: fx.Node) -> float | None:
+    """How likely a dropout node zeroes a value in training: its ``p``, 0 for a functional call
+    written with ``training=False``; ``None`` for anything that is not a dropout, and for alpha
+    dropout, which keeps the mean and variance of its input. A ``p`` that is itself computed
+    counts as 0.5, torch's default."""
+    if not _is_dropout(gm, node):
+        return None
+    module = module_of(gm, node)
+    if isinstance(module, _ALPHA_DROPOUT_TYPES) or node.target in _ALPHA_DROPOUT_FUNCTIONS:
+        return None
+    if module is not None:
+        return float(module.p)
+    positional = node.target is torch.dropout  # torch.dropout(input, p, train), all required
+    p = node.kwargs.get("p", node.args[1] if len(node.args) > 1 else 0.5)
+    name = "train" if positional else "training"
+    training = node.kwargs.get(name, node.args[2] if len(node.args) > 2 else True)
+    if training is False:
+        return 0.0
+    return float(p) if isinstance(p, (int, float)) else 0.5
 
 
 # --- ranks and shapes --------------------------------------------------------------------------

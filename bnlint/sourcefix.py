@@ -14,6 +14,11 @@ script rules' edits. ``plan()`` turns that into edits:
   nowhere the fix does not apply;
 * BN006 (unsafe): the call that built a BatchNorm1d the graph fix replaced with a LayerNorm
   builds ``nn.LayerNorm(C)`` instead; a BatchNorm wrapped in transposes is described;
+* BN007 (unsafe): the ``momentum`` number of the call that built the BatchNorm becomes
+  ``1 - momentum``;
+* BN008 (unsafe): a dropout built as the entry before its BatchNorm (or before the ops
+  between) moves after the BatchNorm's block; where BN002's reorder of the same BatchNorm
+  moves the dropout already, that edit fixes both;
 * other graph rules have no source edit (``bnlint.fix`` and ``--save-fixed`` apply them).
 
 A finding the plan cannot edit loses its fix mark (``Plan.mark``) and says why, so every hint
@@ -55,11 +60,12 @@ from bnlint.findings import SAFE, UNSAFE, Finding, Report
 from bnlint.load import split_spec
 from bnlint.rules import GRAPH, RULES, SCRIPT
 
-BN001, BN002, BN006 = "BN001", "BN002", "BN006"
+BN001, BN002, BN006, BN007, BN008 = "BN001", "BN002", "BN006", "BN007", "BN008"
 # the graph rules whose fix bnlint writes into the source, and what stays as it was in a
 # module built by the same call that does not need the fix
 _KEPT = {BN001: "its bias is not dead", BN002: "it keeps its place",
-         BN006: "it normalises its features already"}
+         BN006: "it normalises its features already", BN007: "its momentum is right",
+         BN008: "no dropout feeds it"}
 EDITED = tuple(_KEPT)
 MAX_ROUNDS = 4  # --fix: rounds of fixing and linting again, at most
 
@@ -383,6 +389,10 @@ class SourceFixer:
                 variant = self._entry_sites(model, finding)
         elif finding.code == BN006:
             variant = self.layer_norms.get((spec, finding.module))
+        elif finding.code == BN007:
+            variant = module.momentum
+        elif finding.code == BN008:
+            variant = self._entry_sites(model, finding)
         if where is None:
             self.blocked[key] = ("no line of a .py file built the layer (an expression on "
                                  "the command line or library code did)", finding.fix)
@@ -396,7 +406,9 @@ class SourceFixer:
 
     @staticmethod
     def _entry_sites(model, finding: Finding) -> tuple[source.Site, ...] | None:
-        """Where the activation and the ops between were built, if all are modules."""
+        """Where the modules a finding names besides its BatchNorm were built (BN002: the
+        activation and the ops between; BN008: the dropout, the ops between and the activation
+        after), if all are modules."""
         sites = []
         for name in finding.related:
             site = source.recorded_site(model.get_submodule(name)) if _has_module(
@@ -446,11 +458,14 @@ class SourceFixer:
                     blocked_files=dict(self.blocked_files), hidden=list(self.hidden))
         files: dict[str, tuple[str, list[str], ast.Module] | str] = {}
         fixes: dict[tuple[Edit, ...], _Group | None] = {}
+        riders: dict[source.Site, set[tuple]] = {}  # BN008 findings BN002's reorder there fixes
         for group in sorted(self.groups.values(), key=lambda g: g.position):
             edits = self._edits(group, files)
             if isinstance(edits, str):
                 for key in group.keys:
                     plan.blocked.setdefault(key, (edits, group.safety))
+            elif not edits:  # not a fix of its own, so not counted among the hidden ones
+                riders.setdefault(group.where, set()).update(group.keys)
             elif group.safety == UNSAFE and not self.unsafe:
                 plan.hidden.append(group.code)
             else:
@@ -464,9 +479,17 @@ class SourceFixer:
             plan.fixes += 1
             if group is None:
                 continue
-            plan.resolves.setdefault(path, set()).update(group.keys - plan.blocked.keys())
+            keys = group.keys | (riders.get(group.where, set()) if group.code == BN002 else set())
+            plan.resolves.setdefault(path, set()).update(keys - plan.blocked.keys())
             if group.code == BN001:
                 plan.debiased.setdefault(path, set()).update(spec for spec, _ in group.members)
+        for where, keys in riders.items():
+            why = next((plan.blocked[k][0] for k in self.groups[(BN002, where, "")].keys
+                        if k in plan.blocked), None)
+            for key in keys if why else ():
+                because = ("BN002's reorder of the BatchNorm moves the dropout, and it is not "
+                           f"made: {why}")
+                plan.blocked.setdefault(key, (because, UNSAFE))
         for path, edits in by_path.items():
             before = read_source(path)
             edit = notebook.apply_edits if notebook.is_notebook(path) else apply_edits
@@ -521,6 +544,11 @@ class SourceFixer:
             return edit if isinstance(edit, str) else [edit]
         if group.code == BN006:
             return _layer_norm_edit(site, lines, tree, group.variants)
+        if group.code == BN007:
+            return _momentum_edit(site, lines, tree, set(self.built[site].values()),
+                                  group.variants)
+        if group.code == BN008:
+            return self._dropout_edits(site, lines, tree, group.variants)
         from bnlint.rules.act_before_bn import forward_edits, source_edits
 
         if len(group.variants) != 1 or None in group.variants:
@@ -534,6 +562,40 @@ class SourceFixer:
         if function is None:
             return "`forward` is no longer where it was when the model was built"
         return forward_edits(path, lines, function, variant)
+
+    def _dropout_edits(self, site: source.Site, lines: list[str], tree: ast.Module,
+                       variants: set) -> list[Edit] | str:
+        """BN008: the dropout's entry moves below the BatchNorm's block; ``[]`` where BN002's
+        reorder of the same BatchNorm moves it already."""
+        from bnlint.rules.dropout_before_bn import source_edits
+
+        if len(variants) != 1 or None in variants:
+            return ("the dropout is not a layer built next to the BatchNorm; move it after the "
+                    "BatchNorm by hand")
+        reorder = self.groups.get((BN002, site, ""))
+        reordered = set()
+        if reorder is not None and len(reorder.variants) == 1 and None not in reorder.variants:
+            reordered = set(map(_span, next(iter(reorder.variants))))
+        return source_edits(site.path, lines, tree,
+                            [*map(_span, next(iter(variants))), _span(site)], reordered)
+
+
+def _momentum_edit(site: source.Site, lines: list[str], tree: ast.Module, types: set[type],
+                   momenta: set[float]) -> list[Edit] | str:
+    """BN007: the call that built the BatchNorms passes ``1 - momentum`` instead."""
+    from bnlint.rules.keras_momentum import source_edit
+
+    call = node_at(tree, ast.Call, *_span(site))
+    if call is None:
+        return "the call is no longer where it was when the model was built"
+    if len(types) > 1:
+        return "the call builds BatchNorms of different classes"
+    if len(momenta) != 1:
+        values = ", ".join(f"{m:g}" for m in sorted(momenta))
+        return (f"the BatchNorms the call builds end up with different momenta ({values}): "
+                "some are set after they are built")
+    edit = source_edit(site.path, lines, call, types.pop(), next(iter(momenta)))
+    return edit if isinstance(edit, str) else [edit]
 
 
 def _layer_norm_edit(site: source.Site, lines: list[str], tree: ast.Module,

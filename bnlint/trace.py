@@ -47,6 +47,12 @@ class Traced:
     # why the example input could not be run through the model, if it could not
     run_error: str | None = None
 
+    def forget_shapes(self) -> None:
+        """Drop the shapes recorded on every value (those a probed input gave, say)."""
+        for unit in self.units:
+            for node in unit.gm.graph.nodes:
+                node.meta.pop("tensor_meta", None)
+
     @property
     def mode(self) -> str:
         if self.opaque:

@@ -11,7 +11,7 @@ from conftest import FIXTURES, line_of
 def test_finds_module_functional_and_method_forms_in_the_fixture():
     from bnlint.lint import lint_specs
 
-    report = lint_specs([str(FIXTURES / "act_before_bn.py")])
+    report = lint_specs([str(FIXTURES / "act_before_bn.py")], select=["BN002"])
     found = {(f.module, f.related, f.fix) for f in report.findings}
     assert found == {
         ("block1.bn", ("block1.act",), "unsafe"),

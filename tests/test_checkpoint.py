@@ -121,5 +121,5 @@ def test_a_bias_that_still_matters_is_not_folded():
 def test_fixes_that_remove_no_bias_say_nothing_about_checkpoints(project):
     (project / "small.py").write_text((FIXTURES / "act_before_bn.py").read_text())
     result = bnlint_cli("small.py", "--fix", "--unsafe-fixes")
-    assert "(3 fixed" in result.stdout
+    assert "(4 fixed" in result.stdout
     assert "checkpoint" not in result.output.lower()

@@ -77,6 +77,42 @@ def test_list_rules_shows_every_registered_rule():
         assert rule.code in output and rule.summary in output
 
 
+def test_list_rules_shows_the_fix_and_default_of_the_newer_rules():
+    lines = {line.split()[0]: line.split() for line in run("--list-rules").output.splitlines()}
+    assert lines["BN007"][1:4] == ["keras-style-momentum", "unsafe", "on"]
+    assert lines["BN008"][1:4] == ["dropout-before-batchnorm", "unsafe", "on"]
+
+
+def test_prefixes_select_by_digits_as_codes_reach_two_digits(monkeypatch):
+    """``BN00`` means BN001-BN009 and ``BN01`` BN010 onwards, on the command line and in
+    pyproject.toml alike, whatever rules are registered."""
+    from dataclasses import replace
+
+    from bnlint import rules
+
+    extra = {code: replace(RULES["BN007"], code=code) for code in ("BN009", "BN010")}
+    monkeypatch.setattr(rules, "RULES", {**RULES, **extra})
+    everything = set(rules.RULES)
+    assert rules.resolve_codes(["BN"]) == rules.resolve_codes(["ALL"]) == everything
+    assert rules.resolve_codes(["BN00"]) == everything - {"BN010", "BN900"}
+    assert rules.resolve_codes(["bn01"]) == {"BN010"}
+    assert rules.resolve_codes(["BN0"]) == everything - {"BN900"}
+    assert rules.resolve_codes(["BN9"]) == {"BN900"}
+    assert rules.enabled_codes(["BN"], ["BN00"]) == {"BN010", "BN900"}
+    with pytest.raises(rules.UnknownRuleError):
+        rules.resolve_codes(["BN1"])
+
+
+def test_select_prefix_runs_the_new_rules(tmp_path):
+    (tmp_path / "model.py").write_text(
+        "from torch import nn\n\nmodel = nn.Sequential(nn.Linear(4, 8, bias=False), "
+        "nn.Dropout(0.5), nn.BatchNorm1d(8, momentum=0.9))\n")
+    for select in ("BN", "BN00", "BN007,BN008"):
+        result = run("model.py", "--select", select, "--format", "json", cwd=tmp_path)
+        codes = sorted(f["code"] for f in json.loads(result.stdout)["findings"])
+        assert codes == ["BN007", "BN008"], (select, result.output)
+
+
 def test_help_explains_specs_and_exit_codes():
     output = run("--help").output
     assert "file.py" in output or "vgg.py:VGG" in output

@@ -226,7 +226,7 @@ def _golden(tmp_path):
                  "bnlint has no source edit for BN005", id="a rule without a source edit"),
     pytest.param(_golden, 0, 3, "and this one is neither",
                  id="a forward whose calls cannot all be rewritten"),
-    pytest.param(_in_place, 1, 3, None, id="safe and unsafe edits"),
+    pytest.param(_in_place, 1, 4, None, id="safe and unsafe edits"),
 ])
 def test_hints_count_what_the_fix_commands_change(tmp_path, monkeypatch, setup, safe, unsafe,
                                                   why):

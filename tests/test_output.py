@@ -40,7 +40,7 @@ def test_json_has_exactly_the_documented_fields(report):
     assert partial["traced_by"] == {"fx": ["stages.0", "stages.1"],
                                     "branches": ["stages.0.gate", "stages.1.gate"]}
     assert data["summary"]["findings"] == len(data["findings"])
-    assert data["summary"]["by_code"] == {"BN001": 2, "BN002": 5}
+    assert data["summary"]["by_code"] == {"BN001": 2, "BN002": 5, "BN008": 1}
 
 
 def test_sarif_validates_against_the_sarif_2_1_0_schema(report):
@@ -89,7 +89,7 @@ def test_text_output_reads_like_a_linter(report):
     first = report.findings[0]
     assert f"{first.path}:{first.line}:{first.col}: {first.code}" in text
     assert "partly analysed" in text and "DynamicNet()" in text
-    assert text.rstrip().splitlines()[-2].startswith("Found 7 findings")
+    assert text.rstrip().splitlines()[-2].startswith("Found 8 findings")
 
 
 def test_text_output_of_a_clean_run():

@@ -409,7 +409,8 @@ def test_configuration_example_does_what_the_reference_says(project):
     result = project.run("bnlint", "--format", "json", ".")
     assert result.returncode == 1, output(result)
     found = [(f["code"], f["path"]) for f in json.loads(result.stdout)["findings"]]
-    assert found == [("BN001", os.path.join("models", "vgg.py"))]
+    assert found == [("BN008", os.path.join("models", "small.py")),
+                     ("BN001", os.path.join("models", "vgg.py"))]
 
 
 def test_static_check_imports_neither_torch_nor_the_model_files(tmp_path):

@@ -41,16 +41,16 @@ def configure(folder, text):
 def test_per_file_ignores_silence_rules_in_the_files_a_glob_matches(project):
     everything = findings(project, ".")
     assert everything == [("BN001", "legacy/nested/old_vgg.py"), ("BN001", "models/vgg.py"),
-                          ("BN002", "legacy/small.py")]
+                          ("BN002", "legacy/small.py"), ("BN008", "legacy/small.py")]
     # as in ruff, `*` crosses folders; the glob is relative to the project root
-    configure(project, 'per-file-ignores = { "legacy/*" = ["BN001", "BN002"] }')
+    configure(project, 'per-file-ignores = { "legacy/*" = ["BN001", "BN002", "BN008"] }')
     assert findings(project, ".") == [("BN001", "models/vgg.py")]
     assert findings(project / "legacy", ".") == []  # run from below the root: same files
     configure(project, 'per-file-ignores = { "small.py" = ["BN0"] }')  # a file name, a prefix
     assert findings(project, ".") == everything[:2]
     configure(project, 'per-file-ignores = { "**/nested/*.py" = ["BN001"], '
                        '"models/{a,v}gg.py" = ["BN001"] }')
-    assert findings(project, ".") == [("BN002", "legacy/small.py")]
+    assert findings(project, ".") == [("BN002", "legacy/small.py"), ("BN008", "legacy/small.py")]
 
 
 def test_per_file_ignores_keep_the_fix_away_from_those_files(project):
@@ -87,7 +87,7 @@ def test_config_file_replaces_the_nearest_pyproject(project, tmp_path_factory):
 def test_force_exclude_applies_exclude_to_paths_named_explicitly(project):
     configure(project, 'exclude = ["legacy"]')
     named = ["models/vgg.py", "legacy/small.py", "legacy/nested/old_vgg.py"]
-    assert len(findings(project, *named)) == 3  # a file named is checked, excluded or not
+    assert len(findings(project, *named)) == 4  # a file named is checked, excluded or not
     assert findings(project, *named, "--force-exclude") == [("BN001", "models/vgg.py")]
     result = run_bnlint("legacy/small.py", "--force-exclude", cwd=project)
     assert result.exit_code == 0 and result.stdout == ""
@@ -116,11 +116,13 @@ def test_statistics_count_findings_per_rule(project):
     result = run_bnlint(".", "--statistics", cwd=project)
     lines = result.stdout.splitlines()
     assert result.exit_code == 1
-    assert lines[:2] == ["4  BN002  activation-before-batchnorm", "2  BN001  bias-before-batchnorm"]
-    assert lines[-2].startswith("Found 6 findings")
+    assert lines[:3] == ["4  BN002  activation-before-batchnorm", "2  BN001  bias-before-batchnorm",
+                         "1  BN008  dropout-before-batchnorm"]
+    assert lines[-2].startswith("Found 7 findings")
     data = json.loads(run_bnlint(".", "--statistics", "--format", "json", cwd=project).stdout)
     assert data == [{"code": "BN002", "name": "activation-before-batchnorm", "count": 4},
-                    {"code": "BN001", "name": "bias-before-batchnorm", "count": 2}]
+                    {"code": "BN001", "name": "bias-before-batchnorm", "count": 2},
+                    {"code": "BN008", "name": "dropout-before-batchnorm", "count": 1}]
     result = run_bnlint(".", "--statistics", "--format", "sarif", cwd=project)
     assert result.exit_code == 2 and "--statistics" in result.output
 
@@ -129,7 +131,7 @@ def test_output_file_holds_the_report_and_the_status_stays(project):
     result = run_bnlint(".", "-o", "reports/bnlint.json", "--format", "json", cwd=project)
     assert result.exit_code == 1 and result.stdout == ""
     data = json.loads((project / "reports" / "bnlint.json").read_text())
-    assert data["summary"]["findings"] == 6
+    assert data["summary"]["findings"] == 7
 
 
 def test_exit_zero_turns_findings_into_0_and_keeps_2_for_errors(project):

@@ -89,6 +89,22 @@ RULES: dict[str, Rule] = {
             fix="unsafe",
         ),
         Rule(
+            code="BN007",
+            name="keras-style-momentum",
+            summary="BatchNorm momentum above 0.5, Keras's convention; PyTorch's is 1 - that",
+            scope=GRAPH,
+            impl="bnlint.rules.keras_momentum",
+            fix="unsafe",
+        ),
+        Rule(
+            code="BN008",
+            name="dropout-before-batchnorm",
+            summary="Dropout feeds BatchNorm, whose running statistics then miss at inference",
+            scope=GRAPH,
+            impl="bnlint.rules.dropout_before_bn",
+            fix="unsafe",
+        ),
+        Rule(
             code="BN900",
             name="unused-suppression",
             summary="Suppression comment that suppresses no finding of the rules that ran",

@@ -215,13 +215,13 @@ def _whole_line(lines: list[str], entry: ast.expr) -> bool:
     return not before.strip() and re.fullmatch(r"\s*,\s*(#.*)?\s*", after) is not None
 
 
-def source_edits(path: str, lines: list[str], tree: ast.Module,
-                 calls: list[tuple[int, int, int, int]]) -> list[Edit] | str:
-    """Edits that move the BatchNorm before the activation where the constructor calls of the
-    activation, the ops between and the BatchNorm (``calls``: their ast line/column spans, in
-    that order) are consecutive entries of one ``nn.Sequential(...)`` or list literal. Entries
-    on lines of their own move with their lines (and comments); entries sharing a line trade
-    places and leave the commas and comments where they are."""
+def entry_pieces(lines: list[str], tree: ast.Module, calls: list[tuple[int, int, int, int]]
+                 ) -> tuple[list[tuple[tuple[int, int], tuple[int, int]]], bool] | None:
+    """The text of consecutive entries of one ``nn.Sequential(...)`` or list literal
+    (``calls``: their ast line/column spans, in order), as ``(start, end)`` pieces, and whether
+    they are whole lines: entries on lines of their own are taken with their lines (and
+    comments), entries sharing a line as their own spans. ``None`` when they are not such
+    entries."""
     for node in ast.walk(tree):
         entries = _entries(node)
         if not entries:
@@ -232,19 +232,41 @@ def source_edits(path: str, lines: list[str], tree: ast.Module,
         first = spans.index(calls[0])
         moved = entries[first:first + len(calls)]
         if spans[first:first + len(calls)] != calls:
-            break
+            return None
         if all(_whole_line(lines, e) for e in moved):
-            pieces = [((e.lineno, 0), (e.end_lineno + 1, 0)) for e in moved]
-        else:
-            pieces = [span_of(e, lines) for e in moved]
-        text = "".join(lines)
-        texts = [text[offset(lines, start):offset(lines, end)] for start, end in pieces]
-        rotated = [texts[-1], *texts[:-1]]
-        return [Edit(path, start, end, new, CODE, UNSAFE,
-                     "BatchNorm before the activation (retrain the model)")
-                for (start, end), new in zip(pieces, rotated)]
-    return ("the activation and the BatchNorm are not next to each other in one nn.Sequential"
-            " or list; move the BatchNorm before the activation by hand")
+            return [((e.lineno, 0), (e.end_lineno + 1, 0)) for e in moved], True
+        return [span_of(e, lines) for e in moved], False
+    return None
+
+
+def rotate_entries(lines: list[str], tree: ast.Module, calls: list[tuple[int, int, int, int]],
+                   shift: int) -> list[tuple[tuple[int, int], tuple[int, int], str]] | None:
+    """``(start, end, text)`` replacements that rotate consecutive entries (``entry_pieces``)
+    by ``shift`` places: 1 brings the last one first, -1 sends the first one last; entries
+    sharing a line trade places and leave the commas and comments where they are."""
+    found = entry_pieces(lines, tree, calls)
+    if found is None:
+        return None
+    pieces = found[0]
+    text = "".join(lines)
+    texts = [text[offset(lines, start):offset(lines, end)] for start, end in pieces]
+    rotated = texts[-shift:] + texts[:-shift]
+    return [(start, end, new) for (start, end), new in zip(pieces, rotated)]
+
+
+def source_edits(path: str, lines: list[str], tree: ast.Module,
+                 calls: list[tuple[int, int, int, int]]) -> list[Edit] | str:
+    """Edits that move the BatchNorm before the activation where the constructor calls of the
+    activation, the ops between and the BatchNorm (``calls``: their ast line/column spans, in
+    that order) are consecutive entries of one ``nn.Sequential(...)`` or list literal
+    (``rotate_entries``)."""
+    rotated = rotate_entries(lines, tree, calls, 1)
+    if rotated is None:
+        return ("the activation and the BatchNorm are not next to each other in one "
+                "nn.Sequential or list; move the BatchNorm before the activation by hand")
+    return [Edit(path, start, end, new, CODE, UNSAFE,
+                 "BatchNorm before the activation (retrain the model)")
+            for start, end, new in rotated]
 
 
 # --- the same fix in a forward() ----------------------------------------------------------------

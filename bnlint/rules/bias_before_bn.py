@@ -280,15 +280,6 @@ class Fold:
     into: tuple[tuple[str, int, int, int], ...]
 
 
-def _own_forward(layer: nn.Module) -> str | None:
-    """The name of a subclass method that replaces torch's use of ``self.bias``, if any."""
-    for name in ("forward", "_conv_forward"):
-        method = getattr(type(layer), name, None)
-        if method is not None and not method.__module__.startswith("torch.nn."):
-            return name
-    return None
-
-
 def plan(g: graph.Index, target: str, one_call: Reach | None = None) -> Fold | str:
     """The fold that removes the bias of the layer at ``target`` exactly, or why there is none.
 
@@ -300,7 +291,7 @@ def plan(g: graph.Index, target: str, one_call: Reach | None = None) -> Fold | s
     gm = g.gm
     calls = g.nodes("call_module", target)
     layer = g.module(calls[0])
-    own = _own_forward(layer)
+    own = graph.own_forward(layer)
     if own is not None:
         return (f"`{type(layer).__name__}` defines its own `{own}`, so how it uses the bias is "
                 "unknown")
