@@ -271,6 +271,9 @@ def _show_bench(entries, fmt: str, plot, verbose: bool) -> None:
             if verbose and entry.detail:
                 click.echo(entry.detail, err=True)
     if plot:
+        if render_bench.font_cache_missing():
+            click.echo("Building matplotlib's font cache (its first plot only; this can take a "
+                       "minute)...", err=True)
         render_bench.write_plot(entries, plot)
         click.echo(f"Loss curves written to {plot}", err=True)
 

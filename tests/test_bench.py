@@ -426,6 +426,16 @@ def test_plot_file(entry, tmp_path):
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
 
 
+def test_the_first_plot_says_it_builds_the_font_cache(tmp_path, monkeypatch):
+    """A fresh matplotlib cache folder: the plot sits silent while fonts are indexed, so the
+    command says why first; with the cache built, it says nothing of it."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.setattr("matplotlib.get_cachedir", lambda: str(tmp_path))
+    assert render.font_cache_missing()
+    (tmp_path / "fontlist-v390.json").write_text("{}")
+    assert not render.font_cache_missing()
+
+
 def run(*args):
     return CliRunner().invoke(main, list(args))
 

@@ -173,6 +173,16 @@ def render_json(lint_report, entries, out: TextIO) -> None:
     out.write("\n")
 
 
+def font_cache_missing() -> bool:
+    """Whether matplotlib has yet to build its font cache, which its first plot does: that
+    takes up to a minute, and the user should know why nothing happens meanwhile."""
+    from pathlib import Path
+
+    import matplotlib
+
+    return not any(Path(matplotlib.get_cachedir()).glob("fontlist-*.json"))
+
+
 def write_plot(entries, path) -> None:
     """Loss curves of both variants, every seed (thin) and their mean (thick), one panel per
     benchmarked model."""
