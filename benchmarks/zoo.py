@@ -3,11 +3,18 @@
 Builds every torchvision classification, detection and segmentation model (up to MAX_PARAMS)
 and one or two models of every timm family (up to TIMM_MAX_PARAMS), with random weights:
 nothing is downloaded. Runs ``bnlint.check`` on each and prints, per model, how it was traced
-(full / branches / partial), which modules stayed opaque, how many of its BatchNorms sit in a
-traced graph, the findings by code and any error; then the coverage figures, a precision check
-on well-known architectures whose correct answer is known, and a cross-check against what
-running each model once shows (which BatchNorms receive a biased layer's or an activation's
-output directly).
+(full / branches / dynamic / partial), which modules the run on the example recorded or that
+stayed opaque, how many of a partly analysed model's BatchNorms sit in a traced graph, the
+findings by code and any error; then the coverage figures, a precision check on well-known
+architectures whose correct answer is known, and a cross-check against what running each
+model once shows (which BatchNorms receive a biased layer's or an activation's output
+directly).
+
+A model whose forward torch.fx cannot follow all the way is given an example input, as a user
+gives one with ``--example`` or ``--input-shape``: two images of the model's input size (224 x
+224, or the timm model's ``pretrained_cfg``: BatchNorm in training mode needs two samples);
+a detection model, in training mode as built, also gets their targets (a box, a label, a mask
+and keypoints each).
 
 Needs torchvision and timm, which bnlint itself does not; not part of the test suite::
 
@@ -40,6 +47,7 @@ from torchvision import models as tvm  # noqa: E402
 import bnlint  # noqa: E402
 from bnlint.engine import analyse, merge  # noqa: E402
 from bnlint.graph import ACTIVATION_TYPES, BIASED_LAYER_TYPES  # noqa: E402
+from bnlint.inputs import BATCH, Example, from_shape  # noqa: E402
 from bnlint.rules import enabled_codes  # noqa: E402
 from bnlint.source import recording  # noqa: E402
 from bnlint.trace import trace_model  # noqa: E402
@@ -60,6 +68,13 @@ LARGE = re.compile(r"large|huge|giant|gigantic|enormous|xxl|xlarge|_xl|_e\d|_l\d
 # timm models always included (beside the family sample) because the precision check uses them.
 TIMM_ALWAYS = ["resnet50", "efficientnet_b0", "mobilenetv3_large_100", "regnety_008",
                "densenet121", "convnext_atto", "vgg11_bn", "convmixer_768_32"]
+# One sample's shape, for the models that do not give theirs (torchvision's): an ImageNet image.
+IMAGE_SHAPE = (3, 224, 224)
+# Detection models scale every image to 800 pixels or more before their backbone; at ImageNet
+# size instead, running one on the CPU takes a fraction of the time, and no layer changes.
+DETECTION_SIZE = {"min_size": IMAGE_SHAPE[1], "max_size": IMAGE_SHAPE[2]}
+# Where the example inputs come from, as bnlint's reports say it.
+ORIGIN = "from benchmarks/zoo.py"
 
 
 @dataclass
@@ -102,11 +117,14 @@ class Row:
     source: str
     task: str
     name: str
-    trace: str = "-"
+    trace: str = "-"  # full / branches / dynamic / partial
     opaque: dict[str, str] = field(default_factory=dict)  # name -> "Type: reason"
+    recorded: dict[str, str] = field(default_factory=dict)  # name -> type, seen by the run
     findings: list = field(default_factory=list)  # one per offending layer or call
     bn_total: int = 0
-    bn_seen: int = 0
+    bn_seen: int | None = None  # counted where the model stays partly analysed
+    example: str | None = None  # the input given, where fx needed one
+    note: str | None = None  # why the run on the example failed, where the model is not partial
     error: str | None = None
     skipped: str | None = None
     seconds: float = 0.0
@@ -148,6 +166,8 @@ def _build_torchvision(name: str, task: str) -> nn.Module:
     kwargs = {"weights": None}
     if task != "classification":
         kwargs["weights_backbone"] = None
+    if task == "detection" and not name.startswith("ssd"):  # SSD's builders fix the size
+        kwargs.update(DETECTION_SIZE)
     return tvm.get_model(name, **kwargs)
 
 
@@ -207,9 +227,13 @@ def run_one(source: str, task: str, name: str, build, timeout: int, cross_check:
                 row.skipped = f"does not build: {type(exc).__name__}: {str(exc)[:100]}"
                 return row
             try:
-                # what bnlint.check does, with the findings kept per layer before merging
-                findings, result = analyse(model, name, enabled_codes())
+                # what bnlint.check does, with the findings kept per layer before merging,
+                # given an example where fx leaves a forward opaque
                 traced = trace_model(model)
+                example = example_input(model, task) if traced.opaque else None
+                findings, result = analyse(model, name, enabled_codes(), example)
+                if example is not None and result.trace == "partial":
+                    traced = trace_model(model, example)  # what stays opaque, and why
             except Timeout:
                 raise
             except Exception as exc:  # noqa: BLE001 - that is what we measure
@@ -228,25 +252,56 @@ def run_one(source: str, task: str, name: str, build, timeout: int, cross_check:
     finally:
         signal.alarm(0)
         row.seconds = time.perf_counter() - start
-    row.trace = "branches" if traced.mode == "branches" else result.trace
+    row.trace = result.trace
     row.findings = findings
-    row.opaque = {
-        n: f"{type(model.get_submodule(n)).__name__}: {why}" for n, why in traced.opaque.items()
-    }
-    row.bn_total, row.bn_seen = _bn_coverage(model, traced)
+    row.example = example.describe() if example is not None else None
+    row.recorded = {n: type(model.get_submodule(n)).__name__
+                    for n in result.traced_by.get("dynamic", [])}
+    row.bn_total = sum(isinstance(m, _BatchNorm) for m in model.modules())
+    if result.trace == "partial":
+        row.opaque = {n: f"{type(model.get_submodule(n)).__name__}: {why}"
+                      for n, why in traced.opaque.items()}
+        row.bn_seen = _bn_seen(model, traced)
+    else:
+        row.note = result.reason
     return row
 
 
-def _bn_coverage(model: nn.Module, traced) -> tuple[int, int]:
-    """BatchNorm layers in the model, and how many of them sit in some traced graph (the
-    others are inside an opaque module's own forward, where their inputs are not seen)."""
+def example_input(model: nn.Module, task: str) -> Example:
+    """What the model's forward is called with: a batch of images of its input size; for a
+    detection model (in training mode, as built), the images and their targets."""
+    shape = tuple(getattr(model, "pretrained_cfg", {}).get("input_size", IMAGE_SHAPE))
+    if task != "detection":
+        return from_shape(shape, ORIGIN)
+    left, top, right, bottom = 30, 40, 130, 160
+
+    def target() -> dict[str, torch.Tensor]:
+        """One object: its box, label, mask and 17 visible keypoints (all that the detection
+        models here train on)."""
+        mask = torch.zeros(1, *shape[1:], dtype=torch.uint8)
+        mask[:, top:bottom, left:right] = 1
+        return {
+            "boxes": torch.tensor([[left, top, right, bottom]], dtype=torch.float32),
+            "labels": torch.tensor([1]),
+            "masks": mask,
+            "keypoints": torch.tensor([[[left + 5 * k, top + 6 * k, 2] for k in range(17)]],
+                                      dtype=torch.float32),
+        }
+
+    return Example(([torch.rand(shape) for _ in range(BATCH)], [target() for _ in range(BATCH)]),
+                   {}, ORIGIN)
+
+
+def _bn_seen(model: nn.Module, traced) -> int:
+    """How many of the model's BatchNorm layers sit in some traced graph (the others are
+    inside an opaque module's own forward, where their inputs are not seen)."""
     names = {n for n, m in model.named_modules() if isinstance(m, _BatchNorm)}
     seen = set()
     for unit in traced.units:
         for node in unit.gm.graph.nodes:
             if node.op == "call_module":
                 seen.add(f"{unit.prefix}.{node.target}" if unit.prefix else node.target)
-    return len(names), len(names & seen)
+    return len(names & seen)
 
 
 def edges_when_run(model: nn.Module, task: str) -> dict[str, set]:
@@ -317,32 +372,42 @@ def _short_reason(reason: str) -> str:
     return f"{type_name}: {why[:90]}"
 
 
+def _names(modules: dict[str, str]) -> str:
+    """``<model> (FasterRCNN), rpn (RegionProposalNetwork)``: modules by name, with their type."""
+    return ", ".join(f"{n or '<model>'} ({v.split(':')[0]})" for n, v in modules.items())
+
+
 def print_table(rows: list[Row]) -> None:
-    print(f"{'source':<11} {'task':<14} {'model':<40} {'trace':<8} {'BN seen':>9} "
-          f"{'BN001':>5} {'BN002':>5} {'s':>5}  opaque / error")
+    print(f"{'source':<11} {'task':<14} {'model':<40} {'trace':<8} {'BN':>9} "
+          f"{'BN001':>5} {'BN002':>5} {'s':>5}  opaque / recorded by the run / error")
     for r in rows:
         counts = r.counts()
-        bn = f"{r.bn_seen}/{r.bn_total}" if not (r.error or r.skipped) else "-"
+        bn = "-" if r.error or r.skipped else (
+            f"{r.bn_seen}/{r.bn_total}" if r.bn_seen is not None else str(r.bn_total))
         note = r.error or (f"skipped: {r.skipped}" if r.skipped else "")
         if r.opaque:
-            note = ", ".join(f"{n or '<model>'} ({v.split(':')[0]})" for n, v in r.opaque.items())
+            note = f"opaque: {_names(r.opaque)}"
+        elif r.recorded:
+            note = f"recorded: {_names(r.recorded)}"
+        if r.note:
+            note = f"{note}; {r.note}"
         print(f"{r.source:<11} {r.task:<14} {r.name:<40} {r.trace:<8} {bn:>9} "
               f"{counts.get('BN001', 0):>5} {counts.get('BN002', 0):>5} {r.seconds:>5.1f}  {note[:140]}")
 
 
 def print_summary(rows: list[Row]) -> None:
-    print("\n== Coverage ==")
+    print("\n== Coverage (full: fx; branches: fx down both sides of a data-dependent if; dynamic: "
+          "the rest recorded by running the example) ==")
     for source in ("torchvision", "timm"):
         mine = [r for r in rows if r.source == source]
         if not mine:
             continue
         outcome = Counter(r.outcome for r in mine)
-        tried = len(mine) - outcome["skipped"]
-        branches = sum(r.trace == "branches" for r in mine)
-        print(f"{source}: {tried} architectures analysed: {outcome['fully']} fully "
-              f"({branches} of them by tracing both sides of a data-dependent branch), "
-              f"{outcome['partly']} partly, {outcome['failed']} failed"
-              f" ({outcome['skipped']} skipped)")
+        trace = Counter(r.trace for r in mine if r.outcome in ("fully", "partly"))
+        print(f"{source}: {len(mine) - outcome['skipped']} architectures: {trace['full']} full, "
+              f"{trace['branches']} branches, {trace['dynamic']} dynamic, {trace['partial']} "
+              f"partial, {outcome['failed']} failed ({outcome['skipped']} skipped; "
+              f"{sum(r.example is not None for r in mine)} given an example)")
         partly = [r for r in mine if r.outcome == "partly"]
         if partly:
             bn_total = sum(r.bn_total for r in partly)
@@ -354,6 +419,15 @@ def print_summary(rows: list[Row]) -> None:
                 print(f"  skipped {r.name}: {r.skipped}")
             if r.error:
                 print(f"  failed {r.name}: {r.error}")
+            if r.opaque:
+                print(f"  partial {r.name}, given {r.example}: {_names(r.opaque)}")
+            if r.note:
+                print(f"  {r.trace} {r.name}, given {r.example}: {r.note}")
+    recorded = Counter(t for r in rows for t in r.recorded.values())
+    if recorded:
+        print("\n== What the run on the example recorded (module type, how many modules) ==")
+        for type_name, n in recorded.most_common():
+            print(f"  {n:>4}  {type_name}")
     reasons = Counter(_short_reason(v) for r in rows for v in r.opaque.values())
     if reasons:
         print("\n== What stays opaque (module type: reason, how many modules) ==")
