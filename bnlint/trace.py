@@ -144,7 +144,9 @@ def trace_one(module: nn.Module, opaque: set[int] = frozenset(),
     tracer = Tracer(opaque, branch)
     with attributes_kept(module):
         graph = tracer.trace(module)
-    return fx.GraphModule(tracer.root, graph, type(module).__name__)
+        # built before the module gets its attributes back: the graph module copies the tensor
+        # constants fx stored on it (`_tensor_constant0`, ...), which go with them
+        return fx.GraphModule(tracer.root, graph, type(module).__name__)
 
 
 def _join(prefix: str, name: str) -> str:

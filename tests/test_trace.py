@@ -131,3 +131,26 @@ def test_tracing_does_not_load_the_compiler_stack():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_a_forward_using_a_tensor_constant_is_traced_in_full():
+    """fx keeps a tensor that is no attribute of the module (here one from the enclosing
+    scope) as a constant stored on the module while it traces; the graph must keep it, and
+    the user's module must not."""
+    scale = torch.ones(1)
+
+    class WithConstant(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3)
+            self.bn = nn.BatchNorm2d(8)
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) * scale
+
+    model = WithConstant()
+    report = bnlint.check(model)
+    assert report.models[0].trace == "full" and report.models[0].opaque == []
+    assert [f.code for f in report.findings] == ["BN001"]
+    assert not any(name.startswith("_tensor_constant") for name in vars(model))
+
