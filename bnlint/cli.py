@@ -19,7 +19,7 @@ import click
 
 from bnlint import __version__, baseline
 from bnlint.bench import render as render_bench
-from bnlint.bench.results import DEFAULTS as BENCH_DEFAULTS, MAX_STEPS, MIN_STEPS
+from bnlint.bench.results import DEFAULTS as BENCH_DEFAULTS, MAX_STEPS, MIN_STEPS, QUICK_SEEDS
 from bnlint.config import ConfigError, applying_per_file_ignores, load_config
 from bnlint.render import COLORS, FORMATS, render
 from bnlint.rules import GRAPH, RULES, UnknownRuleError, enabled_codes
@@ -131,7 +131,22 @@ def _warn(report) -> None:
         click.echo(f"bnlint: warning: {warning}", err=True)
 
 
-BENCH_ONLY = ("lr_sweep", "plot", "data", "steps", "seeds", "lr", "time_budget", "device")
+BENCH_ONLY = ("lr_sweep", "plot", "data", "steps", "seeds", "lr", "time_budget", "device",
+              "bench_exact", "quick", "init_scale")
+
+
+def _scales(_ctx, _param, value: str | None) -> tuple[float, ...]:
+    """``0.1,10`` -> ``(0.1, 10.0)``: positive factors."""
+    if value is None:
+        return ()
+    try:
+        scales = tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        scales = ()
+    if not scales or not all(0 < s < float("inf") for s in scales):
+        raise click.BadParameter(f"{value!r}: give positive factors separated by commas, "
+                                 "e.g. 0.1,10")
+    return scales
 
 
 def _input_shape(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
@@ -162,10 +177,14 @@ def _check_bench(ctx: click.Context, bench: bool, fmt: str, fixing: bool, plot) 
 
 def _visitor(fixer, benched: list | None):
     """``on_model``: the source fixer sees every model; for --bench, keep each model with a
-    finding its graph fixes can fix."""
+    finding its graph fixes can fix, or holding BatchNorm (for the mode check)."""
     def visit(spec, model, findings):
         fixer.visit_model(spec, model, findings)
-        if benched is not None and any(f.fix for f in findings):
+        if benched is None:
+            return
+        from bnlint.bench.measure import holds_batchnorm
+
+        if any(f.fix for f in findings) or holds_batchnorm(model):
             benched.append((spec, model))
     return visit
 
@@ -204,9 +223,13 @@ class _Watcher:
         seeds = f"{plan.seeds} seed{'s' * (plan.seeds != 1)}"
         cut = (f" (cut from {plan.planned} to fit --time-budget)"
                if plan.steps < plan.planned else "")
-        sweep = " and a learning-rate sweep" if plan.lr_sweep else ""
+        extra = [*["a learning-rate range test first"] * plan.range_test,
+                 *["a learning-rate sweep"] * plan.lr_sweep,
+                 *[f"{len(plan.init_scales)} scaled inits"] * bool(plan.init_scales)]
+        extra = f", with {' and '.join(extra)}" if extra else ""
         line = (f"Benchmarking {self.title}: {plan.steps} steps{cut} × {seeds} of both "
-                f"models{sweep}, about {_duration(plan.seconds)} (estimated from the first steps)")
+                f"models{extra}, about {_duration(plan.seconds)} (estimated from the first "
+                "steps)")
         if self.bar is not None:
             self.bar.console.print(line, markup=False, highlight=False)
         else:
@@ -275,7 +298,8 @@ def _show_bench(entries, fmt: str, plot, verbose: bool) -> None:
             click.echo("Building matplotlib's font cache (its first plot only; this can take a "
                        "minute)...", err=True)
         render_bench.write_plot(entries, plot)
-        click.echo(f"Loss curves written to {plot}", err=True)
+        click.echo(f"Loss curves, learning-rate sweep and mode check written to {plot}",
+                   err=True)
 
 
 class _Stdout:
@@ -473,23 +497,35 @@ not write.
 @click.option("--bench", is_flag=True,
               help="Train each fixable model and a fixed copy side by side for a short budget and "
                    "say whether the fixes help (every fix of the enabled rules, unsafe ones "
-                   "included; nothing is written).")
+                   "included; nothing is written): final and held-out loss, time to target. "
+                   "Safe fixes alone are verified output for output instead of trained. For "
+                   "every model holding BatchNorm: what a missing .eval() costs.")
+@click.option("--bench-exact", is_flag=True,
+              help="With --bench: train also when every fix is safe and the outputs match.")
+@click.option("--quick", is_flag=True,
+              help=f"With --bench: {QUICK_SEEDS} seeds and half the steps (the report says what "
+                   "that gives up).")
 @click.option("--lr-sweep", is_flag=True,
-              help="With --bench: also find the largest learning rate at which each trains.")
+              help="With --bench: also find the largest learning rate at which each trains in "
+                   "every seed.")
+@click.option("--init-scale", callback=_scales, metavar="FACTORS",
+              help="With --bench: also train each model from its starting weights scaled by "
+                   "each factor (e.g. 0.1,10) and say which still train.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.png",
-              help="With --bench: plot the loss curves of every seed (needs matplotlib: "
-                   "pip install 'bnlint[plot]').")
+              help="With --bench: plot the loss curves of every seed, the learning-rate sweep "
+                   "and the mode check (needs matplotlib: pip install 'bnlint[plot]').")
 @click.option("--data", metavar="MODULE:FUNCTION",
               help="With --bench: train on your data, from a function that returns a DataLoader "
                    "or (inputs, targets) tensors. Default: a synthetic task fitted to the model.")
 @click.option("--steps", type=click.IntRange(1), default=BENCH_DEFAULTS["steps"],
               help="With --bench: training steps of each run. Default: as many as the models' "
                    f"compute allows ({MIN_STEPS} to {MAX_STEPS}), the same on any machine.")
-@click.option("--seeds", type=click.IntRange(1), default=BENCH_DEFAULTS["seeds"],
-              show_default=True,
-              help="With --bench: runs of each model, each from its own weights and batches.")
+@click.option("--seeds", type=click.IntRange(1),
+              help="With --bench: runs of each model, each from its own weights and batches. "
+                   f"Default: {BENCH_DEFAULTS['seeds']} ({QUICK_SEEDS} with --quick).")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=BENCH_DEFAULTS["lr"],
-              show_default=True, help="With --bench: the SGD learning rate (momentum 0.9).")
+              help="With --bench: the SGD learning rate (momentum 0.9). Default: picked by a "
+                   "short range test on the original model (the report says which and why).")
 @click.option("--time-budget", type=click.FloatRange(0, min_open=True),
               default=BENCH_DEFAULTS["time_budget"], metavar="SECONDS",
               help="With --bench: stop each model's benchmark within this time, set-up "
@@ -540,8 +576,8 @@ not write.
               is_eager=True, help="List every rule and exit.")
 @click.version_option(__version__, "--version", prog_name="bnlint")
 def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show_diff, save_fixed,
-         save_folded, convert, bench, lr_sweep, plot, example, input_shape, data, steps, seeds, lr,
-         time_budget, device, fmt, config_file, baseline_file, generate_baseline, force_exclude,
+         save_folded, convert, bench, bench_exact, quick, lr_sweep, init_scale, plot, example,
+         input_shape, data, steps, seeds, lr, time_budget, device, fmt, config_file, baseline_file, generate_baseline, force_exclude,
          statistics, output_file, exit_zero, quiet, color, stdin_filename, verbose):
     """Find BatchNorm mistakes in PyTorch models: a biased layer feeding BatchNorm (BN001),
     an activation before BatchNorm (BN002), and more (`bnlint --list-rules`)."""
@@ -616,7 +652,8 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
         if bench:
             entries = _bench(benched, report, select, ignore, dict(
                 lr_sweep=lr_sweep, input_shape=input_shape, data=data, steps=steps, seeds=seeds,
-                lr=lr, time_budget=time_budget, device=device))
+                lr=lr, time_budget=time_budget, device=device, exact=bench_exact, quick=quick,
+                init_scales=init_scale))
         if generate_baseline:
             _generate_baseline(report, generate_baseline, quiet)
         if baseline_file or settings.baseline:

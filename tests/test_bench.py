@@ -19,7 +19,7 @@ from click.testing import CliRunner
 import bnlint
 from bnlint import bench, cli
 from bnlint.bench import BenchError, render, results, tasks, training, verdict
-from bnlint.bench.verdict import IMPROVED, NEUTRAL, WORSE, decide
+from bnlint.bench.verdict import IDENTICAL, IMPROVED, NEITHER, NEUTRAL, WORSE, decide
 from bnlint.cli import main
 from fixtures_models import fixture_module
 
@@ -71,11 +71,13 @@ def test_the_command_line_and_the_results_do_not_import_torch():
     ([2.0, 2.0, 1.0], [1.0, 1.0, 1.1], NEUTRAL),
     # lower in every seed, but by less than 5%
     ([1.00, 1.00, 1.00], [0.97, 0.98, 0.99], NEUTRAL),
-    # a diverged run (inf) loses to any finite one; both diverged is a tie
+    # a run that did not train (inf) loses to any that did; in a seed where neither
+    # trained there is no difference; when no run trained, nothing is compared
     ([math.inf, math.inf], [1.5, 2.0], IMPROVED),
     ([1.5, 2.0], [math.inf, 1.0], NEUTRAL),
     ([1.0, 1.1], [math.inf, math.inf], WORSE),
-    ([math.inf], [math.inf], NEUTRAL),
+    ([math.inf, 1.0], [math.inf, 0.5], NEUTRAL),
+    ([math.inf], [math.inf], NEITHER),
 ])
 def test_verdict_rule(original, fixed, verdict):
     assert decide(original, fixed, start=2.3)[0] == verdict
@@ -122,24 +124,49 @@ def test_removing_batchnorm_is_worse(deep_mlp):
     assert report.verdict == WORSE and report.ratio > 1.1
 
 
-def test_a_fix_that_changes_nothing_is_no_measurable_difference(deep_mlp):
+def test_a_fix_that_changes_nothing_is_verified_not_trained(deep_mlp):
     model = deep_mlp[0]
     report = bench.benchmark(model, copy.deepcopy(model), steps=30, seeds=2)
-    assert report.verdict == NEUTRAL and report.ratio == 1.0
+    assert report.verdict == IDENTICAL and not report.trained
+    assert report.equivalence.identical and report.equivalence.max_error == 0.0
+    assert report.to_dict()["equivalence"]["inputs"] == 3 * 32 + 256
+
+
+def test_a_fix_that_changes_nothing_trains_alike_when_asked(deep_mlp):
+    model = deep_mlp[0]
+    report = bench.benchmark(model, copy.deepcopy(model), steps=30, seeds=2, lr=0.01,
+                             exact=True)
+    assert report.verdict == NEITHER and report.trained  # the plain MLP learns nothing here
     original, fixed = report.variants
     assert [r.losses for r in original.runs] == [r.losses for r in fixed.runs]
 
 
-def test_the_safe_bn001_fix_trains_the_same():
-    """Dropping a bias that BatchNorm cancels leaves training as it was: the benchmark must
-    not invent a difference."""
+def test_the_safe_bn001_fix_is_verified_as_the_same_function():
+    """Dropping a bias that BatchNorm cancels leaves the function as it was: the outputs
+    match within float rounding, in training mode over SGD steps and in eval mode after."""
     model = fixture_module("vgg").vgg11_small()
     fixed = bnlint.fix(model, select=["BN001"]).model
     report = bench.benchmark(model, fixed, steps=20, seeds=2)
-    assert report.verdict == NEUTRAL
-    assert report.ratio == pytest.approx(1.0, abs=0.01)
+    assert report.verdict == IDENTICAL
+    eq = report.equivalence
+    assert eq.identical and 0 < eq.max_error <= eq.tolerance < 1e-3
     assert report.fixed.params < report.original.params
     assert report.task.shape_from == "found by probing" and report.task.input_shape == (3, 32, 32)
+
+
+def test_the_safe_bn001_fix_trains_the_same_with_exact():
+    """Trained anyway (--bench-exact), the benchmark must not invent a difference."""
+    model = fixture_module("vgg").vgg11_small()
+    fixed = bnlint.fix(model, select=["BN001"]).model
+    report = bench.benchmark(model, fixed, steps=20, seeds=2, lr=0.02, exact=True)
+    assert report.verdict == NEUTRAL and report.equivalence.identical
+    assert report.ratio == pytest.approx(1.0, abs=0.01)
+
+
+def test_outputs_that_differ_are_trained(deep_mlp):
+    report = bench.benchmark(*deep_mlp, steps=20, seeds=1, lr=0.01)
+    assert report.trained and not report.equivalence.identical
+    assert report.equivalence.max_error > report.equivalence.tolerance
 
 
 def test_lr_sweep_finds_the_largest_learning_rate_that_trains(deep_mlp):
@@ -158,7 +185,8 @@ def test_lr_sweep_finds_the_largest_learning_rate_that_trains(deep_mlp):
 def test_divergence_is_recorded_not_raised(deep_mlp):
     report = bench.benchmark(*deep_mlp, steps=30, seeds=1, lr=1e6)
     assert all(r.diverged and r.final == math.inf for v in report.variants for r in v.runs)
-    assert report.verdict == NEUTRAL
+    assert all(r.status == "diverged" for v in report.variants for r in v.runs)
+    assert report.verdict == NEITHER
     assert report.to_dict()["variants"]["original"]["final_loss"]["mean"] is None
 
 
@@ -240,7 +268,7 @@ def test_a_time_budget_cuts_every_run_alike_and_says_so(tiny):
     assert report.rule.startswith(f"final loss = mean training loss over the last {steps // 10} ")
     out = io.StringIO()
     render.render_text([results.BenchEntry("tiny", report=report)], out)
-    assert f"{report.verdict}: final loss" in out.getvalue()
+    assert f"{report.verdict}: " in out.getvalue()
     assert f"cut by --time-budget 1s to {steps} of 100000 steps" in out.getvalue()
 
 
@@ -394,7 +422,7 @@ def test_user_tensors_train_both_models_on_the_same_batches(deep_mlp):
     x = torch.randn(256, 64, generator=generator)
     y = (x[:, :10].argmax(1))
     report = bench.benchmark(deep_mlp[0], copy.deepcopy(deep_mlp[0]), data=lambda: (x, y),
-                             steps=20, seeds=1)
+                             steps=20, seeds=1, compare=False)
     assert report.task.kind == results.CLASSIFICATION and report.task.data == "the given data"
     assert report.original.runs[0].losses == report.fixed.runs[0].losses
 
@@ -484,7 +512,7 @@ def test_cli_bench_estimates_the_time_of_a_long_run(monkeypatch):
     result = run("fixtures/deep_plain.py:DeepMLP()", "--select", "BN005", "--bench",
                  "--steps", "10", "--seeds", "1", "--format", "json")
     assert ("Benchmarking fixtures/deep_plain.py:DeepMLP(): 10 steps × 1 seed of both models, "
-            "about ") in result.stderr
+            "with a learning-rate range test first, about ") in result.stderr
     assert "(estimated from the first steps)" in result.stderr
     json.loads(result.stdout)  # stdout stays the report
 
@@ -497,10 +525,18 @@ def test_cli_bench_budget_that_cannot_hold_is_an_error_before_training():
             "--time-budget 0.001s cannot hold") in result.stderr
 
 
-def test_cli_bench_model_without_fixes_is_not_run():
+def test_cli_bench_model_without_fixes_gets_the_mode_check_alone():
     result = run("fixtures/clean.py:ResNetTiny()", "--bench")
+    assert result.exit_code == 0
+    assert "no fix applies to this model, so there is nothing to train" in result.output
+    assert "with .eval(): 0%" in result.output and "mode check: the original trained" in result.output
+
+
+def test_cli_bench_model_without_fixes_or_batchnorm_is_not_run():
+    result = run("fixtures/deep_plain.py:DeepMLP()", "--bench")  # BN005 is off by default
     assert result.exit_code == 0 and "Benchmark of" not in result.output
-    assert "Nothing to benchmark: no model has a finding with a fix." in result.output
+    assert "Nothing to benchmark: no model has a finding with a fix or holds BatchNorm." in (
+        result.output)
 
 
 @pytest.mark.parametrize("option, message", [

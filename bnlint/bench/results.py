@@ -10,11 +10,17 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bnlint.bench.verdict import TRAINS
+
 # the defaults of ``bnlint --bench`` and of ``bnlint.benchmark``; ``steps`` None: as many as
-# the models' compute allows (``COMPUTE_PER_SEED``), the same on every machine
-DEFAULTS = {"steps": None, "seeds": 3, "lr": 0.02, "time_budget": None}
+# the models' compute allows (``COMPUTE_PER_SEED``), the same on every machine; ``lr`` None:
+# picked by a range test on the original model
+DEFAULTS = {"steps": None, "seeds": 3, "lr": None, "time_budget": None}
+QUICK_SEEDS = 2            # --quick: seeds, and the share of the default steps it trains
+QUICK_SHARE = 0.5
 COMPUTE_PER_SEED = 2e11    # FLOPs of both models' training steps in one seed, by default
 MIN_STEPS, MAX_STEPS = 20, 200  # the range of the default number of steps
+QUICK_MIN_STEPS = 10
 
 CLASSIFICATION, REGRESSION = "classification", "regression"
 SYNTHETIC = "synthetic"
@@ -38,6 +44,8 @@ class Plan:
     seeds: int
     lr_sweep: bool
     seconds: float                  # estimated training time, from the time of the first steps
+    range_test: bool = False        # the learning rate is picked by a range test first
+    init_scales: tuple[float, ...] = ()
 
 
 class Progress(Protocol):
@@ -79,25 +87,58 @@ class Run:
     losses: list[float]             # training loss at every step, up to a divergence
     diverged: bool
     step_ms: float                  # median time of a training step
+    laps: list[float] = field(default_factory=list, repr=False)  # seconds of each step
     final: float = math.inf         # mean loss over the last steps (inf when diverged)
+    status: str = ""                # TRAINS, verdict.NOT_TRAINING or verdict.DIVERGED
     steps_to_target: int | None = None
+    seconds_to_target: float | None = None  # wall-clock time of those steps
+    heldout: Heldout | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "losses": self.losses,
+        return {"seed": self.seed, "losses": self.losses, "status": self.status,
                 "diverged": self.diverged, "step_ms": self.step_ms,
-                "final_loss": _finite(self.final), "steps_to_target": self.steps_to_target}
+                "final_loss": _finite(self.final), "steps_to_target": self.steps_to_target,
+                "seconds_to_target": self.seconds_to_target,
+                "heldout": None if self.heldout is None else self.heldout.to_dict()}
+
+
+@dataclass
+class Heldout:
+    """A trained model on samples it never trained on, in eval mode (running statistics)."""
+
+    loss: float
+    accuracy: float | None          # classification only
+    samples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"loss": _finite(self.loss), "accuracy": self.accuracy}
+
+
+@dataclass
+class ScaledInit:
+    """One variant trained (seed 0) from its starting weights scaled by ``scale``."""
+
+    scale: float
+    final: float
+    status: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scale": self.scale, "final_loss": _finite(self.final), "status": self.status,
+                "trains": self.status == TRAINS}
 
 
 @dataclass
 class SweepPoint:
-    """One learning rate of the sweep: the final loss it reached and whether it trained."""
+    """One learning rate of the sweep: the final loss of each seed and whether it trained
+    (in every seed)."""
 
     lr: float
-    final: float
+    finals: list[float]
     trains: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {"lr": self.lr, "final_loss": _finite(self.final), "trains": self.trains}
+        return {"lr": self.lr, "final_losses": [_finite(f) for f in self.finals],
+                "trains": self.trains}
 
 
 @dataclass
@@ -107,14 +148,20 @@ class Variant:
     runs: list[Run] = field(default_factory=list)
     max_stable_lr: float | None = None
     sweep: list[SweepPoint] = field(default_factory=list)
+    init_scales: list[ScaledInit] = field(default_factory=list)
 
     @property
     def finals(self) -> list[float]:
         return [r.final for r in self.runs]
 
     @property
+    def trained(self) -> bool:
+        """Every run trained: only then are its losses averaged and compared."""
+        return bool(self.runs) and all(r.status == TRAINS for r in self.runs)
+
+    @property
     def final_mean(self) -> float:
-        return statistics.fmean(self.finals) if all(map(math.isfinite, self.finals)) else math.inf
+        return statistics.fmean(self.finals) if self.trained else math.inf
 
     @property
     def final_std(self) -> float:
@@ -127,8 +174,33 @@ class Variant:
         return statistics.fmean(steps) if steps and None not in steps else None
 
     @property
-    def step_ms(self) -> float:
-        return statistics.median(r.step_ms for r in self.runs)
+    def seconds_mean(self) -> float | None:
+        seconds = [r.seconds_to_target for r in self.runs]
+        return statistics.fmean(seconds) if seconds and None not in seconds else None
+
+    @property
+    def step_ms(self) -> float | None:
+        return statistics.median(r.step_ms for r in self.runs) if self.runs else None
+
+    @property
+    def heldout(self) -> Heldout | None:
+        """The held-out result averaged over the seeds, when every run has one."""
+        results = [r.heldout for r in self.runs]
+        if not results or None in results:
+            return None
+        accuracy = [h.accuracy for h in results]
+        return Heldout(statistics.fmean(h.loss for h in results),
+                       None if None in accuracy else statistics.fmean(accuracy),
+                       results[0].samples)
+
+    @property
+    def gap(self) -> float | None:
+        """Held-out loss (eval mode) minus final training loss, over the seeds: how much worse
+        the model does on samples it never saw."""
+        heldout = self.heldout
+        if heldout is None or not self.trained or not math.isfinite(heldout.loss):
+            return None
+        return heldout.loss - self.final_mean
 
     def mean_curve(self) -> list[float]:
         """The loss at each step averaged over seeds (as long as the shortest run)."""
@@ -136,15 +208,53 @@ class Variant:
         return [statistics.fmean(r.losses[i] for r in self.runs) for i in range(length)]
 
     def to_dict(self) -> dict[str, Any]:
+        heldout = self.heldout
         return {
             "params": self.params,
+            "trained": self.trained,
             "final_loss": {"mean": _finite(self.final_mean), "std": self.final_std},
             "steps_to_target": self.steps_mean,
+            "seconds_to_target": self.seconds_mean,
             "step_ms": self.step_ms,
+            "heldout": None if heldout is None else heldout.to_dict(),
+            "train_eval_gap": self.gap,
             "max_stable_lr": self.max_stable_lr,
             "lr_sweep": [p.to_dict() for p in self.sweep],
+            "init_scale": [p.to_dict() for p in self.init_scales],
             "runs": [r.to_dict() for r in self.runs],
         }
+
+
+@dataclass
+class ModeCheck:
+    """What a missing ``.eval()`` costs: the share of predictions that change when the same
+    samples run in batches of another size and composition, in training and in eval mode."""
+
+    train_mode_changed: float
+    eval_mode_changed: float
+    samples: int
+    rule: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"train_mode_changed": self.train_mode_changed,
+                "eval_mode_changed": self.eval_mode_changed, "samples": self.samples,
+                "rule": self.rule}
+
+
+@dataclass
+class Equivalence:
+    """The original and the fixed model compared output for output."""
+
+    identical: bool
+    inputs: int                     # distinct inputs compared
+    max_error: float                # the largest absolute difference of an output
+    tolerance: float
+    rule: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"identical": self.identical, "inputs": self.inputs,
+                "max_error": _finite(self.max_error), "tolerance": self.tolerance,
+                "rule": self.rule}
 
 
 @dataclass
@@ -161,10 +271,19 @@ class BenchReport:
     # the time budget stopped the runs short of settings["steps_planned"]: the verdict is
     # about fewer steps than asked for
     cut_by_time: bool = False
+    equivalence: Equivalence | None = None  # outputs compared before any training
+    mode_check: ModeCheck | None = None     # on the original, when it holds BatchNorm
+    rules: dict[str, str] = field(default_factory=dict)  # each measurement's rule, in words
 
     @property
     def variants(self) -> tuple[Variant, Variant]:
         return self.original, self.fixed
+
+    @property
+    def trained(self) -> bool:
+        """Whether the models were trained (not when the fix was verified to give the same
+        function)."""
+        return bool(self.original.runs)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -173,9 +292,12 @@ class BenchReport:
             "final_loss_ratio": _finite(self.ratio),
             "rule": self.rule,
             "target": self.target,
+            "rules": self.rules,
             "task": self.task.to_dict(),
             "settings": self.settings,
+            "equivalence": None if self.equivalence is None else self.equivalence.to_dict(),
             "variants": {v.name: v.to_dict() for v in self.variants},
+            "mode_check": None if self.mode_check is None else self.mode_check.to_dict(),
             "notes": self.notes,
         }
 
@@ -191,6 +313,7 @@ class BenchEntry:
     report: BenchReport | None = None
     error: str | None = None
     detail: str | None = None                        # the traceback behind an error
+    mode_check: ModeCheck | None = None              # on the original, when it holds BatchNorm
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -199,6 +322,7 @@ class BenchEntry:
             "skipped_fixes": [{"code": f.code, "module": f.module, "reason": f.reason}
                               for f in self.skipped],
             "benchmark": None if self.report is None else self.report.to_dict(),
+            "mode_check": None if self.mode_check is None else self.mode_check.to_dict(),
             "error": self.error,
         }
 

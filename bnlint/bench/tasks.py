@@ -16,6 +16,9 @@ from bnlint import inputs
 from bnlint.bench.results import CLASSIFICATION, REGRESSION, SYNTHETIC, BenchError, Task
 
 MAX_CLASSES = 10           # synthetic labels use at most this many of the model's outputs
+HELDOUT = 256              # held-out samples: never trained on, evaluated in eval mode
+HELDOUT_SHARE = 0.2        # of the user's samples, at most HELDOUT
+HELDOUT_STREAM = 1_000_003  # added to the seed: the held-out samples' own random stream
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -61,25 +64,64 @@ class SyntheticData:
         mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)]
         return F.interpolate(coarse, size=spatial, mode=mode, align_corners=False)
 
+    def _draw(self, n: int, g: torch.Generator) -> Batch:
+        coarse = torch.randn(n, *self.coarse, generator=g)
+        x = self._upsample(coarse) + self.NOISE * torch.randn(n, *self.task.input_shape,
+                                                              generator=g)
+        target = self._teacher(coarse)
+        if self.task.kind == CLASSIFICATION:
+            return x, target.argmax(1)
+        return x, target.reshape(n, *self.task.output_shape)
+
     def batches(self) -> Iterator[Batch]:
         g = torch.Generator().manual_seed(self.seed + 1)
-        n, shape = self.batch_size, self.task.input_shape
         while True:
-            coarse = torch.randn(n, *self.coarse, generator=g)
-            x = self._upsample(coarse) + self.NOISE * torch.randn(n, *shape, generator=g)
-            target = self._teacher(coarse)
-            if self.task.kind == CLASSIFICATION:
-                yield x, target.argmax(1)
-            else:
-                yield x, target.reshape(n, *self.task.output_shape)
+            yield self._draw(self.batch_size, g)
+
+    def heldout(self) -> Batch:
+        """``HELDOUT`` samples of the same task from a stream of their own: never trained on."""
+        return self._draw(HELDOUT, torch.Generator().manual_seed(self.seed + HELDOUT_STREAM))
+
+
+def _tensors(source) -> bool:
+    return isinstance(source, (tuple, list)) and len(source) == 2 and all(
+        isinstance(t, torch.Tensor) for t in source)
+
+
+def split(source, batch_size: int) -> tuple[object, Batch | None]:
+    """The user's data as (what to train on, held-out samples): the last ``HELDOUT_SHARE`` of
+    a pair of tensors or of a DataLoader's sized dataset (at most ``HELDOUT`` samples) is held
+    out; other iterables are trained on whole, with no held-out samples (``None``)."""
+    data = torch.utils.data
+    if _tensors(source):
+        dataset = data.TensorDataset(*source)
+        batch, collate = batch_size, None
+    elif isinstance(source, data.DataLoader) and not isinstance(source.dataset,
+                                                                data.IterableDataset):
+        dataset = source.dataset
+        batch, collate = source.batch_size or batch_size, source.collate_fn
+    else:
+        return source, None
+    try:
+        size = len(dataset)
+    except TypeError:
+        return source, None
+    held = min(HELDOUT, int(size * HELDOUT_SHARE))
+    if held < 2 or size - held < batch:
+        return source, None
+    train = data.DataLoader(data.Subset(dataset, range(size - held)), batch_size=batch,
+                            shuffle=True, drop_last=True, collate_fn=collate)
+    rest = data.DataLoader(data.Subset(dataset, range(size - held, size)), batch_size=held,
+                           collate_fn=collate)
+    x, y = next(iter(rest))[:2]
+    return train, (x, y)
 
 
 class UserData:
     """Batches from the user's DataLoader (or tensors), in an order fixed by the seed."""
 
     def __init__(self, source, batch_size: int, seed: int):
-        if isinstance(source, (tuple, list)) and len(source) == 2 and all(
-                isinstance(t, torch.Tensor) for t in source):
+        if _tensors(source):
             source = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*source),
                                                  batch_size=batch_size, shuffle=True,
                                                  drop_last=True)
@@ -89,6 +131,10 @@ class UserData:
                              "(inputs, targets) of tensors")
         self.source = source
         self.seed = seed
+        self.held: Batch | None = None
+
+    def heldout(self) -> Batch | None:
+        return self.held
 
     def batches(self) -> Iterator[Batch]:
         epoch = 0
@@ -179,7 +225,14 @@ def task_and_data(model: nn.Module, data, input_shape, example, label: str, devi
         return task, lambda seed: SyntheticData(task, batch_size, seed)
     if callable(data) and not isinstance(data, Iterable):
         data = data()
-    return user_task(data, model, device, label), lambda seed: UserData(data, batch_size, seed)
+    task = user_task(data, model, device, label)
+    train, held = split(data, batch_size)
+
+    def source(seed: int) -> UserData:
+        user = UserData(train, batch_size, seed)
+        user.held = held
+        return user
+    return task, source
 
 
 def load_data(spec: str):

@@ -22,14 +22,22 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from bnlint.bench.results import (
-    COMPUTE_PER_SEED, MAX_STEPS, MIN_STEPS, BenchError, Progress, SweepPoint, Variant)
+    COMPUTE_PER_SEED, MAX_STEPS, MIN_STEPS, BenchError, Progress, ScaledInit, SweepPoint, Variant)
 from bnlint.bench.tasks import Batch
-from bnlint.bench.verdict import final_loss, trains
+from bnlint.bench.verdict import MIN_EFFECT, final_loss, status, trains
 
-SWEEP_SHARE = 0.5          # each run of the learning-rate sweep is this fraction of a full run
-LR_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+SWEEP_SHARE = 0.5          # each run of the sweep, the range test and the init runs is this
+LR_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # fraction of a full run
+SWEEP_DROP = 0.5           # a rate of the sweep trains when every seed's loss falls this share
+                           # of the original's drop in the main runs
+RANGE = (1e-4, 10.0)       # the range test's learning rates, rising geometrically
+RANGE_SMOOTHING = 0.8      # its loss, smoothed (exponential moving average)
+RANGE_STOP = 4.0           # it stops once the smoothed loss exceeds this multiple of its lowest
+RANGE_BELOW = 10.0         # the picked rate: the one of the lowest smoothed loss divided by this
+FALLBACK_LR = 0.01         # when the range test sees the loss fall at no rate
 MARGIN = 0.9               # a time budget plans this share of the time it has left
-SEEDS, SWEEP = "seeds", "sweep"  # the two kinds of runs
+# the kinds of runs: the seeds, the learning-rate sweep, the range test, the scaled inits
+SEEDS, SWEEP, RANGE_TEST, INIT = "seeds", "sweep", "range test", "init"
 
 
 # --- starting weights --------------------------------------------------------------------------
@@ -100,13 +108,17 @@ def _typical(laps: list[float]) -> float:
 
 def train(model: nn.Module, batches: Iterator[Batch], *, steps: int, lr: float, momentum: float,
           loss_fn, device: torch.device, seed: int, stop_at: float | None = None,
-          on_step: Callable[[], None] | None = None) -> tuple[list[float], bool, float]:
-    """Train in place with SGD; (loss at each step, diverged, median step time in ms).
+          on_step: Callable[[], None] | None = None, lrs: list[float] | None = None,
+          until: Callable[[list[float]], bool] | None = None,
+          ) -> tuple[list[float], bool, float, list[float]]:
+    """Train in place with SGD; (loss at each step, diverged, median step time in ms, the
+    wall-clock seconds of each step).
 
     Training stops at the first loss that is not finite (the model has diverged), and, when
     ``stop_at`` is a ``time.perf_counter()`` time, before a step that would end after it (the
     run is cut short; it always makes one step). The step time leaves out the first steps,
-    which pay for one-off set-up."""
+    which pay for one-off set-up. ``lrs``: the learning rate of each step, instead of ``lr``;
+    ``until``: told the losses after every step, training stops when it says so."""
     torch.manual_seed(seed)
     model.to(device).train()
     optimiser = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
@@ -122,6 +134,9 @@ def train(model: nn.Module, batches: Iterator[Batch], *, steps: int, lr: float, 
             break
         x, y = next(batches)
         x, y = x.to(device), y.to(device)
+        if lrs is not None:
+            for group in optimiser.param_groups:
+                group["lr"] = lrs[step]
         _sync(device)
         start = time.perf_counter()
         try:
@@ -142,8 +157,20 @@ def train(model: nn.Module, batches: Iterator[Batch], *, steps: int, lr: float, 
         losses.append(value)
         if on_step is not None:
             on_step()
+        if until is not None and until(losses):
+            break
     warm = times[2:] or times or [0.0]
-    return losses, diverged, statistics.median(warm) * 1000
+    return losses, diverged, statistics.median(warm) * 1000, laps
+
+
+def scale_weights(model: nn.Module, factor: float) -> nn.Module:
+    """``model`` with every layer weight (each parameter of two or more dimensions) multiplied
+    by ``factor``; biases and BatchNorm's affine parameters are left as they are."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() >= 2:
+                parameter.mul_(factor)
+    return model
 
 
 def step_cost(model: nn.Module, batches: Iterator[Batch], *, loss_fn, lr: float,
@@ -187,27 +214,32 @@ def default_steps(flops: int) -> int:
 
 
 def sweep_steps(steps: int) -> int:
-    return max(MIN_STEPS, round(steps * SWEEP_SHARE))
+    """The steps of a run of the sweep, the range test or a scaled init."""
+    return max(min(steps, MIN_STEPS), round(steps * SWEEP_SHARE))
 
 
-def seconds_needed(steps: int, seeds: int, lr_sweep: bool, step_seconds) -> float:
+def seconds_needed(steps: int, seeds: int, lr_sweep: bool, step_seconds, *,
+                   range_test: bool = False, init_scales: int = 0) -> float:
     """The expected training time of a benchmark of ``steps`` steps (the sweep tried in full)."""
-    runs = seeds * steps + (len(LR_GRID) * sweep_steps(steps) if lr_sweep else 0)
-    return runs * sum(step_seconds)
+    short = sweep_steps(steps)
+    runs = (seeds * steps + (len(LR_GRID) * seeds * short if lr_sweep else 0)
+            + init_scales * short)
+    return runs * sum(step_seconds) + range_test * short * step_seconds[0]
 
 
 def fit(steps: int, seeds: int, lr_sweep: bool, step_seconds, seconds_left: float,
-        budget: float) -> int:
+        budget: float, **extra) -> int:
     """The most steps, up to ``steps``, that fit in the ``seconds_left`` of a ``budget``;
-    a ``BenchError`` that says why when not even ``MIN_STEPS`` (or ``steps``, if fewer) fit."""
+    a ``BenchError`` that says why when not even ``MIN_STEPS`` (or ``steps``, if fewer) fit.
+    ``extra``: the range test and scaled inits, as ``seconds_needed`` takes them."""
     room = MARGIN * seconds_left
     floor = min(steps, MIN_STEPS)
 
     def fits(n: int) -> bool:
-        return seconds_needed(n, seeds, lr_sweep, step_seconds) <= room
+        return seconds_needed(n, seeds, lr_sweep, step_seconds, **extra) <= room
 
     if not fits(floor):
-        need = seconds_needed(floor, seeds, lr_sweep, step_seconds)
+        need = seconds_needed(floor, seeds, lr_sweep, step_seconds, **extra)
         original, fixed = (f"{s * 1000:.3g} ms" for s in step_seconds)
         remedies = ["a larger --time-budget", *["fewer --seeds"] * (seeds > 1),
                     *["no --lr-sweep"] * lr_sweep]
@@ -232,11 +264,14 @@ class Schedule:
     that slows down part way cuts the runs after it alike, not the last ones alone."""
 
     def __init__(self, progress: Progress | None, step_seconds, deadline: float | None, *,
-                 steps: int, seeds: int, lr_sweep: bool):
+                 steps: int, seeds: int, lr_sweep: bool, range_test: bool = False,
+                 init_scales: int = 0):
         self.progress, self.step_seconds, self.deadline = progress, step_seconds, deadline
-        self.steps = {SEEDS: steps, SWEEP: sweep_steps(steps)}
+        self.steps = self._steps(steps)
         self.left = {(kind, variant): runs for variant in (0, 1)
-                     for kind, runs in ((SEEDS, seeds), (SWEEP, len(LR_GRID) * lr_sweep))}
+                     for kind, runs in ((SEEDS, seeds), (SWEEP, len(LR_GRID) * lr_sweep * seeds),
+                                        (INIT, init_scales))}
+        self.left[RANGE_TEST, 0] = int(range_test)
         self.done = self.running = self.ran = 0
         self.label = ""
 
@@ -269,9 +304,14 @@ class Schedule:
         self.running = self.ran = 0
         self._tell()
 
+    @staticmethod
+    def _steps(steps: int) -> dict[str, int]:
+        short = sweep_steps(steps)
+        return {SEEDS: steps, SWEEP: short, RANGE_TEST: short, INIT: short}
+
     def cut(self, steps: int) -> None:
         """The budget cut a run to ``steps``: the runs to come train no longer."""
-        self.steps = {SEEDS: steps, SWEEP: sweep_steps(steps)}
+        self.steps = self._steps(steps)
 
     def drop(self, kind: str, variant: int) -> None:
         self.left[kind, variant] = 0
@@ -284,25 +324,82 @@ class Schedule:
             self.progress.step(self.label, self.done, total + self.running - self.ran)
 
 
-# --- the learning-rate sweep -------------------------------------------------------------------
+# --- the learning rate: a range test, and the sweep ---------------------------------------------
 
-def sweep(variant: Variant, index: int, fresh: Callable[[], nn.Module], data, *,
-          momentum: float, loss_fn, device, schedule: Schedule) -> bool:
-    """The largest learning rate of the grid at which the variant still trains, each tried
-    from the same fresh weights; the sweep goes up the grid and stops after two failures in a
-    row above one that trained. A run cut by the time budget is judged on the steps it made.
+def range_test(model: nn.Module, data, *, steps: int, momentum: float, loss_fn, device,
+               schedule: Schedule) -> dict:
+    """Pick a learning rate for ``model`` (fresh weights, trained in place): train it one run
+    with the rate rising geometrically over ``RANGE``, smooth the loss, and take the rate of
+    the lowest smoothed loss divided by ``RANGE_BELOW`` (the rate where the loss falls
+    fastest lies below the lowest point, and a rate that high is near the edge). The run
+    stops early once the smoothed loss exceeds ``RANGE_STOP`` times its lowest. When the
+    smoothed loss never falls below its first value, ``FALLBACK_LR``. Returns what the report
+    shows: the rate, why, and the curve."""
+    lo, hi = RANGE
+    lrs = [lo * (hi / lo) ** (i / max(1, steps - 1)) for i in range(steps)]
+    run_steps, stop_at = schedule.start(RANGE_TEST, 0, "original, learning-rate range test")
+
+    def runs_away(losses: list[float]) -> bool:
+        smooth = _smoothed(losses)
+        return smooth[-1] > RANGE_STOP * min(smooth)
+
+    losses, _, _, _ = train(model, data.batches(), steps=run_steps, lr=lrs[0],
+                            momentum=momentum, loss_fn=loss_fn, device=device, seed=0,
+                            stop_at=stop_at, on_step=schedule.step, lrs=lrs, until=runs_away)
+    schedule.finish()
+    smooth = _smoothed(losses)
+    best = min(range(len(smooth)), key=smooth.__getitem__) if smooth else 0
+    rule = (f"a range test on the original: {len(losses)} steps (of {steps} planned) from "
+            f"fresh weights, seed 0, the learning rate rising from {lo:g} to {hi:g}; the loss "
+            f"smoothed (moving average, {RANGE_SMOOTHING:g}); stopped once it passes "
+            f"{RANGE_STOP:g}× its lowest")
+    if not smooth or smooth[best] >= (1 - MIN_EFFECT) * smooth[0] or best == 0:
+        return {"lr": FALLBACK_LR, "why": f"the range test saw the original's loss fall at no "
+                f"rate from {lo:g} to {hi:g}, so {FALLBACK_LR:g}, the fallback", "rule": rule,
+                "lrs": lrs[:len(losses)], "losses": losses}
+    lr = float(f"{lrs[best] / RANGE_BELOW:.2g}")
+    return {"lr": lr, "why": f"the smoothed loss of a range test on the original was lowest at "
+            f"lr {lrs[best]:.3g}; a {RANGE_BELOW:g}th of that, rounded", "rule": rule,
+            "lrs": lrs[:len(losses)], "losses": losses}
+
+
+def _smoothed(losses: list[float]) -> list[float]:
+    """An exponential moving average of ``losses``, corrected for its start at zero."""
+    smooth, average = [], 0.0
+    for i, loss in enumerate(losses):
+        average = RANGE_SMOOTHING * average + (1 - RANGE_SMOOTHING) * loss
+        smooth.append(average / (1 - RANGE_SMOOTHING ** (i + 1)))
+    return smooth
+
+
+def sweep(variant: Variant, index: int, fresh: Callable[[int], nn.Module], source, *,
+          seeds: int, reference: float | None, momentum: float, loss_fn, device,
+          schedule: Schedule) -> bool:
+    """The largest learning rate of the grid at which the variant still trains in every seed,
+    each seed from its fresh weights (``fresh(seed)``, ``source(seed)`` its batches). A seed
+    counts when it trains (``verdict.trains``) and, given a ``reference`` (the original's
+    drop from first to final loss in the main runs), its own loss falls at least
+    ``SWEEP_DROP`` of that. The sweep goes up the grid and stops after two failures in a row
+    above one that trained. A run cut by the time budget is judged on the steps it made.
     True when the budget cut a run."""
     failures, cut = 0, False
     for lr in LR_GRID:
-        steps, stop_at = schedule.start(SWEEP, index, f"{variant.name}, lr {lr:g}")
-        losses, diverged, _ = train(fresh(), data.batches(), steps=steps, lr=lr,
-                                    momentum=momentum, loss_fn=loss_fn, device=device, seed=0,
-                                    stop_at=stop_at, on_step=schedule.step)
-        schedule.finish()
-        if not diverged and len(losses) < steps:
-            cut, steps = True, len(losses)
-        ok = trains(losses, diverged, steps)
-        variant.sweep.append(SweepPoint(lr, final_loss(losses, diverged, steps), ok))
+        finals, ok = [], True
+        for seed in range(seeds):
+            steps, stop_at = schedule.start(SWEEP, index, f"{variant.name}, lr {lr:g}, "
+                                                          f"seed {seed}")
+            losses, diverged, _, _ = train(fresh(seed), source(seed).batches(), steps=steps,
+                                           lr=lr, momentum=momentum, loss_fn=loss_fn,
+                                           device=device, seed=seed, stop_at=stop_at,
+                                           on_step=schedule.step)
+            schedule.finish()
+            if not diverged and len(losses) < steps:
+                cut, steps = True, len(losses)
+            final = final_loss(losses, diverged, steps)
+            finals.append(final)
+            ok = ok and trains(losses, diverged, steps) and (
+                reference is None or losses[0] - final >= SWEEP_DROP * reference)
+        variant.sweep.append(SweepPoint(lr, finals, ok))
         if ok:
             variant.max_stable_lr, failures = lr, 0
             continue
@@ -311,3 +408,21 @@ def sweep(variant: Variant, index: int, fresh: Callable[[], nn.Module], data, *,
             schedule.drop(SWEEP, index)
             break
     return cut
+
+
+def scaled_inits(variant: Variant, index: int, fresh: Callable[[], nn.Module], data,
+                 scales, *, lr: float, momentum: float, loss_fn, device,
+                 schedule: Schedule) -> None:
+    """Train the variant (seed 0) from its starting weights scaled by each factor of
+    ``scales``, recording whether it still trains."""
+    for scale in scales:
+        steps, stop_at = schedule.start(INIT, index, f"{variant.name}, weights ×{scale:g}")
+        losses, diverged, _, _ = train(scale_weights(fresh(), scale), data.batches(),
+                                       steps=steps, lr=lr, momentum=momentum, loss_fn=loss_fn,
+                                       device=device, seed=0, stop_at=stop_at,
+                                       on_step=schedule.step)
+        schedule.finish()
+        steps = min(steps, len(losses)) if not diverged else steps
+        variant.init_scales.append(ScaledInit(scale, final_loss(losses, diverged, steps),
+                                              status(losses, diverged, steps)))
+

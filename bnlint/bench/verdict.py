@@ -9,6 +9,12 @@ import math
 import statistics
 
 IMPROVED, NEUTRAL, WORSE = "improved", "no measurable difference", "worse"
+NEITHER = "neither trains"          # no seed of either model trained: nothing to compare
+IDENTICAL = "identical function"    # the outputs match: a safe fix, not trained by default
+
+# what one run did: its loss fell (TRAINS), stayed or rose (NOT_TRAINING), or stopped being
+# finite (DIVERGED)
+TRAINS, NOT_TRAINING, DIVERGED = "trains", "not training", "diverged"
 
 MIN_EFFECT = 0.05          # a verdict needs the final loss to move by at least this fraction
 SOLVED = 0.01              # losses below this fraction of the starting loss count as equal
@@ -40,17 +46,29 @@ def steps_to(losses: list[float], target: float, steps: int) -> int | None:
 
 
 def rule_text(seeds: int, steps: int) -> str:
-    return (f"final loss = mean training loss over the last {window(steps)} steps; "
-            f"'{IMPROVED}' ('{WORSE}') when the fixed model's final loss is lower (higher) "
-            f"than the original's in every one of the {seeds} seed{'s' * (seeds != 1)} and by at "
-            f"least {MIN_EFFECT:.0%} on the geometric mean of the per-seed ratios; losses below "
-            f"{SOLVED:.0%} of the starting loss count as equal (both solved); otherwise "
+    return (f"final loss = mean training loss over the last {window(steps)} steps; a run "
+            f"'{TRAINS}' when its loss stays finite and its final loss ends at least "
+            f"{MIN_EFFECT:.0%} below its first step's, else it is '{NOT_TRAINING}' (or "
+            f"'{DIVERGED}', when the loss stopped being finite) and loses to any run that "
+            f"trains; '{IMPROVED}' ('{WORSE}') when the fixed model's final loss is lower "
+            f"(higher) than the original's in every one of the {seeds} seed"
+            f"{'s' * (seeds != 1)} and by at least {MIN_EFFECT:.0%} on the geometric mean of "
+            f"the per-seed ratios; losses below {SOLVED:.0%} of the starting loss count as "
+            f"equal (both solved); '{NEITHER}' when no run of either model trains; otherwise "
             f"'{NEUTRAL}'")
 
 
 def target_text(steps: int) -> str:
     return (f"the first step at which the mean loss over the last {window(steps)} steps "
-            "reaches the worse variant's final loss (per seed, then averaged)")
+            "reaches the worse variant's final loss (per seed where both train, then "
+            "averaged), in steps and in wall-clock seconds of those steps")
+
+
+def status(losses: list[float], diverged: bool, steps: int) -> str:
+    """TRAINS, NOT_TRAINING or DIVERGED: the loss stays finite and falls (``trains``)."""
+    if diverged:
+        return DIVERGED
+    return TRAINS if trains(losses, diverged, steps) else NOT_TRAINING
 
 
 def _ratio(original: float, fixed: float, floor: float) -> float:
@@ -64,8 +82,11 @@ def _ratio(original: float, fixed: float, floor: float) -> float:
 
 
 def decide(original: list[float], fixed: list[float], start: float) -> tuple[str, float]:
-    """(verdict, geometric mean of fixed/original) from the paired per-seed final losses;
-    ``start`` is the starting loss, for the "both solved" floor."""
+    """(verdict, geometric mean of fixed/original) from the paired per-seed final losses, a
+    run that did not train counting as ``inf``; ``start`` is the starting loss, for the "both
+    solved" floor."""
+    if not any(map(math.isfinite, original + fixed)):
+        return NEITHER, math.nan
     floor = SOLVED * start if math.isfinite(start) else 0.0
     ratios = [_ratio(o, f, floor) for o, f in zip(original, fixed)]
     if any(r == math.inf for r in ratios) and any(r == 0.0 for r in ratios):
