@@ -6,6 +6,7 @@ import io
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from click.testing import CliRunner
 
 import bnlint
 from bnlint import bench, cli
-from bnlint.bench import BenchError, render, results, tasks, training, verdict
+from bnlint.bench import BenchError, measure, render, results, tasks, training, verdict
 from bnlint.bench.verdict import IDENTICAL, IMPROVED, NEITHER, NEUTRAL, WORSE, decide
 from bnlint.cli import main
 from fixtures_models import fixture_module
@@ -190,6 +191,206 @@ def test_divergence_is_recorded_not_raised(deep_mlp):
     assert report.to_dict()["variants"]["original"]["final_loss"]["mean"] is None
 
 
+# --- every measurement, on models whose answer is known ---------------------------------------
+
+SIGMOID = dict(seeds=2, lr_sweep=True, init_scales=(0.1, 10))
+
+
+@pytest.fixture(scope="module")
+def sigmoid():
+    """A deep sigmoid MLP, which does not train from PyTorch's defaults, and its BN005 fix
+    (BatchNorm before every sigmoid), which does: benchmarked once with every measurement,
+    the learning rate left to the range test."""
+    model = fixture_module("deep_plain").DeepSigmoidMLP()
+    fixed = bnlint.fix(model, select=["BN005"], unsafe=True).model
+    return model, fixed, bench.benchmark(model, fixed, **SIGMOID)
+
+
+def test_a_run_whose_loss_does_not_fall_is_not_training_and_never_averaged(sigmoid):
+    report = sigmoid[2]
+    original, fixed = report.variants
+    assert {r.status for r in original.runs} == {verdict.NOT_TRAINING}
+    assert {r.status for r in fixed.runs} == {verdict.TRAINS}
+    assert not original.trained and original.final_mean == math.inf
+    assert report.to_dict()["variants"]["original"]["final_loss"]["mean"] is None
+    assert all(math.isfinite(r.final) for r in original.runs)  # shown per run, in JSON too
+    assert report.verdict == IMPROVED and report.ratio == 0.0
+    assert any("not averaged or compared" in note for note in report.notes)
+    assert "'not training'" in report.rule
+
+
+def test_the_range_test_picks_the_learning_rate_and_says_why(sigmoid):
+    report = sigmoid[2]
+    settings = report.settings
+    assert settings["lr_from"] == "range test"
+    test = settings["lr_range_test"]
+    assert settings["lr"] == test["lr"] and len(test["lrs"]) == len(test["losses"])
+    # the sigmoid MLP's loss falls at no rate: the fallback, and the report says so
+    assert test["lr"] == training.FALLBACK_LR and "fall at no rate" in test["why"]
+    assert report.rules["lr"].startswith("a range test on the original")
+
+
+def test_the_range_test_backs_off_from_the_rate_of_the_lowest_loss(tiny):
+    """On a model with BatchNorm, which trains, the loss has a lowest point inside the range."""
+    fixed = tiny[1]
+    report = bench.benchmark(fixed, copy.deepcopy(fixed), steps=100, seeds=1, compare=False)
+    test = report.settings["lr_range_test"]
+    smooth = training._smoothed(test["losses"])
+    best = test["lrs"][smooth.index(min(smooth))]
+    assert report.settings["lr"] == test["lr"] == float(f"{best / training.RANGE_BELOW:.2g}")
+    assert training.RANGE[0] < best < training.RANGE[1] and "lowest at lr" in test["why"]
+
+
+def test_a_given_lr_is_used_as_given(deep_mlp):
+    report = bench.benchmark(*deep_mlp, steps=20, seeds=1, lr=0.005)
+    assert report.settings["lr"] == 0.005 and report.settings["lr_from"] == "given"
+    assert report.settings["lr_range_test"] is None and "lr" not in report.rules
+
+
+def test_held_out_loss_and_accuracy_in_eval_mode(sigmoid):
+    report = sigmoid[2]
+    data = report.to_dict()["variants"]
+    for name in ("original", "fixed"):
+        assert set(data[name]["heldout"]) == {"loss", "accuracy"}
+    assert data["fixed"]["heldout"]["accuracy"] > data["original"]["heldout"]["accuracy"] + 0.1
+    assert data["fixed"]["heldout"]["loss"] < data["original"]["heldout"]["loss"]
+    assert "in eval mode (running statistics)" in report.rules["heldout"]
+    assert report.settings["heldout_samples"] == tasks.HELDOUT
+
+
+def test_held_out_samples_are_evaluated_in_eval_mode():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 3))
+    model[1].running_mean.fill_(5.0)  # eval mode and training mode give other outputs
+    task = results.Task(results.CLASSIFICATION, (4,), (3,), "", results.SYNTHETIC, classes=3)
+    x, y = torch.randn(100, 4), torch.randint(0, 3, (100,))
+    held = measure.evaluate(copy.deepcopy(model), (x, y), tasks.loss_function(task), task, "cpu")
+    with torch.no_grad():
+        out = model.eval()(x)
+    assert held.loss == pytest.approx(nn.functional.cross_entropy(out, y).item(), rel=1e-5)
+    assert held.accuracy == pytest.approx((out.argmax(1) == y).float().mean().item())
+
+
+def test_the_train_eval_gap_is_held_out_loss_minus_final_training_loss(sigmoid):
+    report = sigmoid[2]
+    fixed = report.fixed
+    assert fixed.gap == pytest.approx(fixed.heldout.loss - fixed.final_mean)
+    assert report.original.gap is None  # the original did not train: nothing to compare
+    assert report.to_dict()["variants"]["fixed"]["train_eval_gap"] == fixed.gap
+    assert "held-out loss (eval mode) minus final training loss" in report.rules["gap"]
+
+
+def test_the_lr_sweep_runs_every_seed_and_needs_all_of_them(sigmoid):
+    report = sigmoid[2]
+    original, fixed = report.variants
+    for variant in report.variants:
+        assert all(len(p.finals) == 2 for p in variant.sweep)
+        trained = [p.lr for p in variant.sweep if p.trains]
+        assert variant.max_stable_lr == (max(trained) if trained else None)
+    assert original.max_stable_lr is None and fixed.max_stable_lr is not None
+    data = report.to_dict()["variants"]
+    assert data["original"]["max_stable_lr"] is None
+    assert data["fixed"]["max_stable_lr"] == fixed.max_stable_lr
+    assert "in every one of 2 seeds" in report.rules["lr_sweep"]
+    assert report.settings["lr_sweep"]["seeds"] == 2
+
+
+def test_a_rate_trains_only_when_every_seed_falls_by_the_stated_share_of_the_drop(sigmoid):
+    """The bar is the original's drop, when it trained: a seed that falls less fails."""
+    model, fixed, _ = sigmoid
+    report = bench.benchmark(fixed, copy.deepcopy(fixed), steps=40, seeds=2, lr=0.1,
+                             lr_sweep=True, compare=False)
+    drop = statistics.fmean(r.losses[0] - r.final for r in report.original.runs)
+    assert f"({drop:.3g})" in report.rules["lr_sweep"]
+    assert f"{training.SWEEP_DROP:.0%} of the original's drop" in report.rules["lr_sweep"]
+    for point in report.fixed.sweep:
+        if point.trains:
+            assert all(f < math.inf for f in point.finals)
+
+
+def test_scaled_inits_say_which_still_train(sigmoid):
+    report = sigmoid[2]
+    original, fixed = report.variants
+    assert [p.scale for p in fixed.init_scales] == [0.1, 10]
+    assert all(p.status == verdict.TRAINS for p in fixed.init_scales)
+    assert original.init_scales[0].status == verdict.NOT_TRAINING  # weights x0.1
+    assert fixed.init_scales[1].final < original.init_scales[1].final  # weights x10
+    data = report.to_dict()["variants"]["fixed"]["init_scale"]
+    assert [d["trains"] for d in data] == [True, True]
+    assert "multiplied by the factor" in report.rules["init_scale"]
+
+
+def test_scaling_multiplies_the_layer_weights_only():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    before = copy.deepcopy(model.state_dict())
+    training.scale_weights(model, 10)
+    after = model.state_dict()
+    assert torch.equal(after["0.weight"], before["0.weight"] * 10)
+    assert all(torch.equal(after[k], before[k]) for k in before if k != "0.weight")
+
+
+def test_time_to_target_in_steps_and_seconds_where_both_train():
+    model = fixture_module("vgg").vgg11_small()
+    fixed = bnlint.fix(model, select=["BN001"]).model
+    report = bench.benchmark(model, fixed, steps=20, seeds=2, lr=0.05, exact=True)
+    for variant in report.variants:
+        for run in variant.runs:
+            assert run.status == verdict.TRAINS and 1 <= run.steps_to_target <= 20
+            assert run.seconds_to_target == pytest.approx(sum(run.laps[:run.steps_to_target]))
+    assert report.original.seconds_mean > 0
+    assert "in wall-clock seconds" in report.target
+
+
+def test_no_time_to_target_when_one_does_not_train(sigmoid):
+    assert all(r.steps_to_target is None and r.seconds_to_target is None
+               for v in sigmoid[2].variants for r in v.runs)
+
+
+@pytest.fixture(scope="module")
+def bn_cnn():
+    """A small VGG with BatchNorm: in training mode, its predictions follow the batch."""
+    return fixture_module("vgg").vgg11_small()
+
+
+def test_mode_check_inference_in_training_mode_depends_on_the_batch(bn_cnn):
+    check = bench.mode_check(bn_cnn)
+    assert check.train_mode_changed > 0.1
+    assert check.eval_mode_changed == 0.0
+    assert check.samples == measure.MODE_SAMPLES
+    assert "in training mode (batch statistics, as without .eval())" in check.rule
+    assert check.to_dict() == {"train_mode_changed": check.train_mode_changed,
+                               "eval_mode_changed": 0.0, "samples": 128, "rule": check.rule}
+
+
+def test_mode_check_leaves_the_model_alone_and_skips_models_without_batchnorm(bn_cnn):
+    state = copy.deepcopy(bn_cnn.state_dict())
+    bench.mode_check(bn_cnn.eval())
+    assert not bn_cnn.training
+    assert all(torch.equal(state[k], v) for k, v in bn_cnn.state_dict().items())
+    assert bench.mode_check(fixture_module("deep_plain").DeepMLP()) is None
+
+
+def test_the_benchmark_measures_the_mode_check_on_the_original(bn_cnn, sigmoid):
+    fixed = bnlint.fix(bn_cnn, select=["BN001"]).model
+    report = bench.benchmark(bn_cnn, fixed)
+    assert report.verdict == IDENTICAL and report.mode_check.train_mode_changed > 0.1
+    assert report.to_dict()["mode_check"]["eval_mode_changed"] == 0.0
+    assert sigmoid[2].mode_check is None  # no BatchNorm in the original
+
+
+def test_quick_trains_fewer_seeds_and_steps_and_says_what_it_gives_up(tiny):
+    report = bench.benchmark(*tiny, quick=True, lr=0.05, compare=False)
+    assert report.settings["seeds"] == results.QUICK_SEEDS
+    assert report.settings["steps"] == results.MAX_STEPS // 2 and report.settings["quick"]
+    [note] = [n for n in report.notes if n.startswith("--quick")]
+    assert "2 seeds instead of 3 and 100 steps instead of 200" in note and "can go unseen" in note
+
+
+def test_seeded_runs_give_the_same_numbers_again(sigmoid):
+    again = bench.benchmark(*sigmoid[:2], **SIGMOID)
+    assert measured(again) == measured(sigmoid[2])
+
+
 # --- how long: the models' compute by default, the clock only when asked -----------------------
 
 @pytest.fixture(scope="module")
@@ -222,12 +423,14 @@ def busy_cores(per_core: int = 1):
 
 
 def measured(report) -> dict:
-    """The report as JSON without the step times, the one thing that may change run to run."""
+    """The report as JSON without the times, the one thing that may change run to run."""
     data = report.to_dict()
     for variant in data["variants"].values():
         variant.pop("step_ms")
+        variant.pop("seconds_to_target")
         for run in variant["runs"]:
             run.pop("step_ms")
+            run.pop("seconds_to_target")
     return data
 
 
@@ -475,6 +678,7 @@ def test_cli_bench_text_shows_the_table_the_verdict_and_its_rule(tmp_path):
                  "--steps", "20", "--seeds", "2", "--lr", "0.01", "--plot", str(plot))
     assert result.exit_code == 1, result.output  # findings, as without --bench
     assert plot.read_bytes().startswith(b"\x89PNG") and f"written to {plot}" in result.stderr
+    assert "learning-rate sweep and mode check" in result.stderr
     text = result.output
     assert "Benchmark of fixtures/deep_plain.py:DeepMLP()" in text
     assert "BN005 ×8" in text and "input (64,) from INPUT_SHAPE" in text
@@ -539,6 +743,78 @@ def test_cli_bench_model_without_fixes_or_batchnorm_is_not_run():
         result.output)
 
 
+def test_cli_bench_safe_fixes_alone_are_verified_not_trained():
+    result = run("fixtures/vgg.py:vgg11_small()", "--select", "BN001", "--bench")
+    assert result.exit_code == 1, result.output
+    text = result.output
+    assert "identical function, verified on 352 inputs: largest output difference" in text
+    assert "not trained" in text and "\n  training " not in text
+    assert "mode     without .eval():" in text and "with .eval(): 0%" in text
+
+
+def test_cli_bench_exact_trains_safe_fixes_too():
+    result = run("fixtures/vgg.py:vgg11_small()", "--select", "BN001", "--bench",
+                 "--bench-exact", "--steps", "10", "--seeds", "1", "--lr", "0.02",
+                 "--format", "json")
+    [entry] = json.loads(result.stdout)["benchmarks"]
+    report = entry["benchmark"]
+    assert report["equivalence"]["identical"] and report["verdict"] != IDENTICAL
+    assert len(report["variants"]["fixed"]["runs"]) == 1
+    assert entry["mode_check"] == report["mode_check"]
+    assert entry["mode_check"]["eval_mode_changed"] == 0.0
+
+
+MIXED = """
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    INPUT_SHAPE = (3, 16, 16)
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)  # bias into BatchNorm: BN001, safe
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(8)  # after the ReLU: BN002, unsafe
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.bn1(self.conv1(x)).relu()
+        x = self.bn2(self.conv2(x).relu())
+        return self.head(x.mean((2, 3)))
+"""
+
+
+def test_cli_bench_a_safe_and_an_unsafe_fix_are_trained(tmp_path):
+    """BN001 (safe) and BN002 (unsafe) on one model: the registry's safety decides, and one
+    unsafe fix means training, without comparing outputs first."""
+    (tmp_path / "mixed.py").write_text(MIXED)
+    result = run(f"{tmp_path / 'mixed.py'}:Net()", "--bench", "--steps", "5", "--seeds", "1",
+                 "--lr", "0.01", "--format", "json")
+    [entry] = json.loads(result.stdout)["benchmarks"]
+    assert {f["code"] for f in entry["fixes"]} == {"BN001", "BN002"}, result.output
+    report = entry["benchmark"]
+    assert report["equivalence"] is None and report["variants"]["fixed"]["runs"]
+
+
+def test_fix_safety_comes_from_the_registry():
+    from bnlint.rules import RULES
+
+    assert {code for code in RULES if bench.safe_fix(code)} == {
+        code for code, rule in RULES.items() if rule.fix == "safe"}
+
+
+def test_cli_bench_init_scale_and_quick_in_json():
+    result = run("fixtures/deep_plain.py:DeepMLP()", "--select", "BN005", "--bench", "--quick",
+                 "--init-scale", "0.1,10", "--lr", "0.01", "--format", "json")
+    report = json.loads(result.stdout)["benchmarks"][0]["benchmark"]
+    assert report["settings"]["quick"] and report["settings"]["seeds"] == 2
+    assert report["settings"]["init_scales"] == [0.1, 10]
+    assert [p["scale"] for p in report["variants"]["fixed"]["init_scale"]] == [0.1, 10]
+    assert "init_scale" in report["rules"]
+
+
 @pytest.mark.parametrize("option, message", [
     (["--input-shape", "5,8,8"], "does not accept inputs of shape (N, 5, 8, 8)"),
     (["--data", "missing.py:batches"], "bnlint: error: --data missing.py:batches: no such file"),
@@ -556,6 +832,10 @@ def test_cli_bench_errors_are_one_line(option, message):
     (["--bench", "--fix"], "--bench"),
     (["--bench", "--input-shape", "3,x"], "--input-shape"),
     (["--bench", "--time-budget", "0"], "--time-budget"),
+    (["--quick"], "--quick goes with --bench"),
+    (["--bench-exact"], "--bench-exact goes with --bench"),
+    (["--bench", "--init-scale", "0,10"], "give positive factors"),
+    (["--bench", "--init-scale", "a"], "give positive factors"),
 ])
 def test_cli_bench_usage_errors(args, message):
     result = run("fixtures/deep_plain.py", *args)

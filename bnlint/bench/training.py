@@ -30,10 +30,11 @@ SWEEP_SHARE = 0.5          # each run of the sweep, the range test and the init 
 LR_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # fraction of a full run
 SWEEP_DROP = 0.5           # a rate of the sweep trains when every seed's loss falls this share
                            # of the original's drop in the main runs
-RANGE = (1e-4, 10.0)       # the range test's learning rates, rising geometrically
+RANGE = (LR_GRID[0], LR_GRID[-1])  # the range test's learning rates, rising geometrically
+RANGE_MIN_STEPS = 30       # over half the steps of a run, and at least this many
 RANGE_SMOOTHING = 0.8      # its loss, smoothed (exponential moving average)
 RANGE_STOP = 4.0           # it stops once the smoothed loss exceeds this multiple of its lowest
-RANGE_BELOW = 10.0         # the picked rate: the one of the lowest smoothed loss divided by this
+RANGE_BELOW = 3.0          # the picked rate: the one of the lowest smoothed loss divided by this
 FALLBACK_LR = 0.01         # when the range test sees the loss fall at no rate
 MARGIN = 0.9               # a time budget plans this share of the time it has left
 # the kinds of runs: the seeds, the learning-rate sweep, the range test, the scaled inits
@@ -218,13 +219,18 @@ def sweep_steps(steps: int) -> int:
     return max(min(steps, MIN_STEPS), round(steps * SWEEP_SHARE))
 
 
+def range_steps(steps: int) -> int:
+    """The steps of the learning-rate range test."""
+    return max(RANGE_MIN_STEPS, sweep_steps(steps))
+
+
 def seconds_needed(steps: int, seeds: int, lr_sweep: bool, step_seconds, *,
                    range_test: bool = False, init_scales: int = 0) -> float:
     """The expected training time of a benchmark of ``steps`` steps (the sweep tried in full)."""
     short = sweep_steps(steps)
     runs = (seeds * steps + (len(LR_GRID) * seeds * short if lr_sweep else 0)
             + init_scales * short)
-    return runs * sum(step_seconds) + range_test * short * step_seconds[0]
+    return runs * sum(step_seconds) + range_test * range_steps(steps) * step_seconds[0]
 
 
 def fit(steps: int, seeds: int, lr_sweep: bool, step_seconds, seconds_left: float,
@@ -307,7 +313,7 @@ class Schedule:
     @staticmethod
     def _steps(steps: int) -> dict[str, int]:
         short = sweep_steps(steps)
-        return {SEEDS: steps, SWEEP: short, RANGE_TEST: short, INIT: short}
+        return {SEEDS: steps, SWEEP: short, RANGE_TEST: range_steps(steps), INIT: short}
 
     def cut(self, steps: int) -> None:
         """The budget cut a run to ``steps``: the runs to come train no longer."""
@@ -331,7 +337,8 @@ def range_test(model: nn.Module, data, *, steps: int, momentum: float, loss_fn, 
     """Pick a learning rate for ``model`` (fresh weights, trained in place): train it one run
     with the rate rising geometrically over ``RANGE``, smooth the loss, and take the rate of
     the lowest smoothed loss divided by ``RANGE_BELOW`` (the rate where the loss falls
-    fastest lies below the lowest point, and a rate that high is near the edge). The run
+    fastest lies below the lowest point, and a rate that high is near the edge; the smoothing
+    lags a few steps behind, so the divisor is small). The run
     stops early once the smoothed loss exceeds ``RANGE_STOP`` times its lowest. When the
     smoothed loss never falls below its first value, ``FALLBACK_LR``. Returns what the report
     shows: the rate, why, and the curve."""
@@ -359,7 +366,7 @@ def range_test(model: nn.Module, data, *, steps: int, momentum: float, loss_fn, 
                 "lrs": lrs[:len(losses)], "losses": losses}
     lr = float(f"{lrs[best] / RANGE_BELOW:.2g}")
     return {"lr": lr, "why": f"the smoothed loss of a range test on the original was lowest at "
-            f"lr {lrs[best]:.3g}; a {RANGE_BELOW:g}th of that, rounded", "rule": rule,
+            f"lr {lrs[best]:.3g}; that divided by {RANGE_BELOW:g}, rounded", "rule": rule,
             "lrs": lrs[:len(losses)], "losses": losses}
 
 
