@@ -1,19 +1,28 @@
 """The training benchmark: does a fix make the model train better? Measured, not assumed.
 
-``benchmark(original, fixed)`` trains both models from the same starting weights, on the same
-batches, for the same number of steps over several seeds, and reports per variant the loss
-curves, the final loss, the steps to reach a common target loss, the time per step and the
-parameter count, with a verdict (improved / no measurable difference / worse) and the rule
-behind it. The same call gives the same steps and losses on a busy machine as on an idle one.
+``benchmark(original, fixed)`` first compares the two output for output: when they compute
+the same function (a safe fix), it says so and trains nothing unless asked. Otherwise it
+picks a learning rate with a range test on the original (unless given), trains both models
+from the same starting weights, on the same batches, for the same number of steps over
+several seeds, and reports per variant the loss curves, the final loss (of runs that train:
+one whose loss does not fall is "not training", and is never averaged), the steps and seconds
+to a common target loss, the held-out loss and accuracy in eval mode, the train/eval gap, the
+time per step and the parameter count, with a verdict (improved / no measurable difference /
+worse / neither trains) and the rule behind it; on request the largest learning rate that
+trains in every seed and whether scaled starting weights still train. For a model holding
+BatchNorm it measures what a missing ``.eval()`` costs. The same call gives the same steps
+and losses on a busy machine as on an idle one.
 
 The user's models are never trained or run: every forward pass, probing included, happens on a
 deep copy, so BatchNorm running statistics, ``num_batches_tracked`` and train/eval mode stay as
 they were.
 
 The modules, in the order the work flows: ``results`` (defaults and the report, without
-torch), ``verdict`` (the decision rule), ``tasks`` (what to train on, on the input
-``bnlint.inputs`` finds), ``training`` (the loop, the sweep and how long), ``render`` (table,
-JSON, plot). Importing this package does not import torch; ``benchmark`` loads it.
+torch), ``verdict`` (the rules), ``tasks`` (what to train on, on the input ``bnlint.inputs``
+finds, and what is held out), ``training`` (the loop, the range test, the sweep, scaled inits
+and how long), ``measure`` (what needs no training: held-out results, outputs compared, the
+mode check), ``render`` (table, JSON, plot). Importing this package does not import torch;
+``benchmark`` loads it.
 """
 
 from __future__ import annotations
