@@ -38,7 +38,9 @@ FIXTURES = (
 
 def describe(variant: dict) -> str:
     final = variant["final_loss"]
-    mean = "diverged" if final["mean"] is None else f"{final['mean']:.3f} ± {final['std']:.3f}"
+    failed = sorted({r["status"] for r in variant["runs"]} - {"trains"})
+    mean = (", ".join(failed) if final["mean"] is None
+            else f"{final['mean']:.3f} ± {final['std']:.3f}")
     steps = variant["steps_to_target"]
     swept = variant["max_stable_lr"]
     return (f"final {mean}, to target {'-' if steps is None else f'{steps:.0f}'}, "
@@ -57,11 +59,18 @@ def run(spec: str, code: str, extra: list[str]) -> None:
     [entry] = json.loads(done.stdout)["benchmarks"]
     report = entry["benchmark"]
     settings = report["settings"]
+    if not report["variants"]["original"]["runs"]:  # a safe fix, verified, not trained
+        eq = report["equivalence"]
+        print(f"{spec} ({code}, {len(entry['fixes'])} fixes): {report['verdict']}, verified on "
+              f"{eq['inputs']} inputs, largest difference {eq['max_error']:.2g}")
+        print(f"  wall time {wall:.1f} s, CPU time {cpu:.1f} s")
+        return
     ratio = report["final_loss_ratio"]
     cut = " (cut by --time-budget)" if report["cut_by_time"] else ""
     print(f"{spec} ({code}, {len(entry['fixes'])} fixes): {report['verdict']}, final loss "
           f"ratio {'-' if ratio is None else f'{ratio:.3f}'}, {settings['steps']} steps "
-          f"({settings['steps_from']}){cut} x {settings['seeds']} seeds")
+          f"({settings['steps_from']}){cut} x {settings['seeds']} seeds, lr {settings['lr']:g} "
+          f"({settings['lr_from']})")
     for name, variant in report["variants"].items():
         print(f"  {name:<8} {describe(variant)}")
     for note in report["notes"]:
