@@ -341,6 +341,9 @@ def _plot_sweep(ax, report) -> None:
         for lr, final, trains in points:
             ax.plot([lr], [final], "o", color=colour, fillstyle="full" if trains else "none")
     ax.set_xscale("log")
+    finals = [f for v in report.variants for p in v.sweep for f in p.finals if math.isfinite(f)]
+    if finals and min(finals) > 0:
+        ax.set_yscale("log")  # a rate that blows up would flatten the others
     ax.set_title("learning-rate sweep: worst seed's final loss (filled: trains)", fontsize=10)
     ax.set_xlabel("learning rate")
     ax.set_ylabel("final training loss")
