@@ -407,6 +407,10 @@ def tiny():
     return pair
 
 
+# a learning rate given and no output comparison: the time a budget holds is the training's
+GIVEN = dict(lr=0.01, compare=False)
+
+
 @contextmanager
 def busy_cores(per_core: int = 1):
     """Every core kept busy by ``per_core`` busy-looping processes: a loaded shared machine."""
@@ -462,7 +466,7 @@ def test_default_steps_follow_the_compute_of_a_step():
 
 def test_a_time_budget_cuts_every_run_alike_and_says_so(tiny):
     start = time.perf_counter()
-    report = bench.benchmark(*tiny, steps=100_000, seeds=2, time_budget=1.0)
+    report = bench.benchmark(*tiny, steps=100_000, seeds=2, time_budget=1.0, **GIVEN)
     assert time.perf_counter() - start < 1.1
     steps = report.settings["steps"]
     assert 0 < steps < report.settings["steps_planned"] == 100_000
@@ -489,7 +493,7 @@ def test_a_budget_holds_when_the_machine_slows_down_part_way(tiny):
 
         watcher = LoadAfterPlanning()
         start = time.perf_counter()
-        report = bench.benchmark(*tiny, steps=100_000, seeds=2, time_budget=2.0,
+        report = bench.benchmark(*tiny, steps=100_000, seeds=2, time_budget=2.0, **GIVEN,
                                  progress=watcher)
         elapsed = time.perf_counter() - start
     assert elapsed < 2.1

@@ -42,7 +42,8 @@ from bnlint.bench.verdict import (
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["BenchEntry", "BenchError", "BenchReport", "bench_model", "bench_models", "benchmark"]
+__all__ = ["BenchEntry", "BenchError", "BenchReport", "bench_model", "bench_models", "benchmark",
+           "mode_check", "safe_fix"]
 
 
 def benchmark(original: nn.Module, fixed: nn.Module, *, steps: int | None = DEFAULTS["steps"],
