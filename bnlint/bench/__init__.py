@@ -290,7 +290,8 @@ def _mode_check(original, source, task, probe, loss_fn, lr, momentum, device, ba
     training.train(model, source(0).batches(), steps=MIN_STEPS, lr=lr, momentum=momentum,
                    loss_fn=loss_fn, device=device, seed=0)
     return measure.mode_check(model, probe, task, batch_size, device,
-                              f"the original trained {MIN_STEPS} steps (seed 0, lr {lr:g})")
+                              f"the original trained {MIN_STEPS} steps from fresh weights "
+                              f"(seed 0, lr {lr:g})")
 
 
 def _sweep_rule(seeds: int, steps: int, reference: float | None) -> str:
