@@ -13,7 +13,15 @@ import ast
 from dataclasses import replace
 from pathlib import Path
 
-from bnlint.rules.modes.events import FORWARD, INFERENCE, TRAINING_STEP, Place, Use
+from bnlint.rules.modes.events import (
+    FORWARD,
+    GRADIENT_PENALTY,
+    INFERENCE,
+    TRAINING_STEP,
+    Part,
+    Place,
+    Use,
+)
 from bnlint.rules.modes.frames import MAX_CALL_DEPTH, Frame
 from bnlint.rules.modes.parsed import ClassInfo
 from bnlint.rules.modes.project import Function
@@ -32,6 +40,7 @@ from bnlint.rules.modes.vocabulary import (
     COPIES,
     ENABLE_GRAD,
     EXPORTS,
+    GRAD,
     HARMLESS,
     KEEPS_MODE,
     MODULE_EVIDENCE,
@@ -43,6 +52,7 @@ from bnlint.rules.modes.vocabulary import (
     builds_model,
     dotted,
     exports_in_eval_anyway,
+    library_batchnorm,
     parameters,
     switches_mode,
 )
@@ -88,6 +98,9 @@ class Calls:
     def call_method(self, node: ast.Call, receiver: frozenset, func: ast.Attribute,
                     st: State) -> frozenset:
         name = func.attr
+        if receiver and all(lb[0] == "output" for lb in receiver):
+            self.args(node, st)  # a method of a model's output: a tensor, derived from it
+            return receiver
         if name in SWITCHES:
             if not receiver and isinstance(func.value, ast.Name):
                 receiver = frozenset({("bind", node.lineno, node.col_offset)})
@@ -111,6 +124,13 @@ class Calls:
         positional, keywords = self.args(node, st)
         if name in MODULE_EVIDENCE:
             st.confirmed |= {lb for lb in receiver if lb in st.modes}
+        if name == "requires_grad_":
+            value = node.args[0] if node.args else next(
+                (k.value for k in node.keywords if k.arg == "requires_grad"), None)
+            if value is not None and self.const(st, value) is False:
+                st.freeze(receiver, (node.lineno, None))
+            else:
+                st.thaw(receiver)
         if name in KEEPS_MODE:
             return receiver
         if name in QUERIES:
@@ -155,8 +175,7 @@ class Calls:
                     positional, keywords = self.args(node, st)
                     return self.invoke(method, positional, keywords, labels, node, st)
         self.args(node, st)
-        self.model_call(node, labels, func, st)
-        return frozenset()
+        return self.model_call(node, labels, func, st)
 
     def mode_call(self, node: ast.Call, receiver: frozenset, func: ast.Attribute,
                   st: State) -> frozenset:
@@ -169,7 +188,11 @@ class Calls:
         argument = node.args[0] if node.args else next(
             (k.value for k in node.keywords if k.arg == "mode"), None)
         value = True if argument is None else self.const(st, argument)
-        if isinstance(value, bool):
+        overriding = self.overriding_train(st, receiver)
+        if overriding is not None:
+            st.set_mode(receiver, Fact(UNKNOWN, node.lineno,
+                                       f"{what}, which `{overriding}.train()` overrides"))
+        elif isinstance(value, bool):
             st.set_mode(receiver, Fact(TRAIN if value else EVAL, node.lineno, what))
         elif isinstance(value, tuple):
             st.set_mode(receiver, Fact(UNKNOWN, node.lineno, what))
@@ -179,6 +202,17 @@ class Calls:
         else:
             st.set_mode(receiver, Fact(UNKNOWN, node.lineno, what))
         return receiver
+
+    def overriding_train(self, st: State, receiver: frozenset) -> str | None:
+        """The class of the project, held by the modules switched, that overrides ``train()``
+        (which may keep some layers in eval mode), if any."""
+        for label in st.descendants(receiver):
+            cls = st.cls.get(label)
+            if cls is not None and self.project.is_module(cls):
+                found = self.project.overrides_train(cls)
+                if found is not None:
+                    return found
+        return None
 
     def construct(self, cls: ClassInfo, node: ast.Call, st: State,
                   evaluated: tuple | None = None) -> frozenset:
@@ -217,6 +251,9 @@ class Calls:
             return frozenset()
         positional, keywords = self.args(node, st)
         self.note_optimizer(node, name, st)
+        if name == GRAD:
+            self.gradient_penalty(node, positional, keywords, st)
+            return frozenset()
         if name in EXPORTS:
             module = positional[0] if positional else keywords.get(EXPORTS[name], frozenset())
             module_node = node.args[0] if node.args else next(
@@ -246,6 +283,7 @@ class Calls:
         built = builds_model(name, node, self.qualname)
         if built is not None:
             label = self.new_object(st, node, True, built)
+            self.built[label] = (library_batchnorm(name, node), self.source(node.func))
             if name.startswith("torch.nn."):
                 for index, child in enumerate(positional):
                     st.fields[(label, str(index))] = child
@@ -256,6 +294,18 @@ class Calls:
         self.unknown_call(node, [*positional, *keywords.values()], st,
                           f"`{self.source(node.func)}()`")
         return frozenset()
+
+    def gradient_penalty(self, node: ast.Call, positional: list[frozenset],
+                         keywords: dict[str, frozenset], st: State) -> None:
+        """``torch.autograd.grad`` of a model's output with ``create_graph=True``: the
+        gradient is itself trained on, a penalty on the model's input gradient."""
+        create = next((k.value for k in node.keywords if k.arg == "create_graph"), None)
+        if create is None or self.const(st, create) is not True:
+            return
+        outputs = positional[0] if positional else keywords.get("outputs", frozenset())
+        models = self.models(frozenset(lb[1] for lb in outputs if lb[0] == "output"), st)
+        if models:
+            self.emit(GRADIENT_PENALTY, node, models, None, st)
 
     def copy(self, st: State, node: ast.Call, source: frozenset) -> frozenset:
         """A new module in the same mode as ``source`` (a deep copy, a TorchScript module)."""
@@ -295,18 +345,21 @@ class Calls:
         return [lb for lb in labels if lb in st.modes and (
             lb in st.confirmed or self.summarising and argument_path(lb) is not None)]
 
-    def model_call(self, node: ast.Call, labels: frozenset, target: ast.AST, st: State) -> None:
+    def model_call(self, node: ast.Call, labels: frozenset, target: ast.AST,
+                   st: State) -> frozenset:
         """A forward pass: inference when autograd is off, a training step when a backward
-        pass follows in the same loop or function."""
+        pass follows in the same loop or function. Returns its output's labels."""
         models = self.models(labels, st)
         if not models:
-            return
+            return frozenset()
+        outputs = frozenset(("output", label) for label in models)
         if st.nograd:
             self.emit(INFERENCE, node, models, target, st)
         elif self.frame.training:
             self.emit(TRAINING_STEP, node, models, target, st)
         elif self.summarising:
             self.emit(FORWARD, node, models, target, st)
+        return outputs
 
     def emit(self, kind: str, node: ast.Call, models: list, target: ast.AST | None, st: State,
              *, extra: frozenset = frozenset(), variable: str | None = None,
@@ -336,11 +389,62 @@ class Calls:
                       frame.nograd_withs[0] if frame.nograd_withs else None,
                       tuple(frame.func.body) if frame.decorated_nograd else None)
         line, col = self.file.position(node)
+        parts = ()
+        if kind == TRAINING_STEP:
+            parts = self.frozen_parts(st, models, variable)
+        elif kind == GRADIENT_PENALTY:
+            parts = tuple(self.part(st, label, variable) for label in models)
         use = Use(kind, line, col, facts, frozenset(models), place, variable, shown,
                   grad=(grad or st.nograd or None) if kind == INFERENCE and not export else None,
                   export=export, exporter=exporter, helper=helper, callee=callee,
-                  optimized=bool(st.descendants(models) & st.optimized))
+                  optimized=bool(st.descendants(models) & st.optimized), parts=parts)
         self.sink.setdefault((kind, line, col), {})[use] = None
+
+    def frozen_parts(self, st: State, models: list, variable: str | None) -> tuple[Part, ...]:
+        """The parts of the models trained here whose parameters are frozen, each spelled
+        from ``variable`` by the attributes leading to it."""
+        frozen = st.frozen_parts(models)
+        if not frozen:
+            return ()
+        names = dict.fromkeys(models, variable)
+        grown = True
+        while grown:
+            grown = False
+            for (parent, attr), children in st.fields.items():
+                if parent in names:
+                    for child in children:
+                        if child not in names:
+                            names[child] = f"{names[parent]}.{attr}" if names[parent] else None
+                            grown = True
+        return tuple(replace(self.part(st, label, names.get(label)), frozen=st.frozen[label])
+                     for label in frozen)
+
+    def part(self, st: State, label, name: str | None) -> Part:
+        cls = st.cls.get(label)
+        kind = cls.name if cls is not None else self.built.get(label, (None, None))[1]
+        return Part(name, kind, self.holds_batchnorm(st, label), st.modes.get(label, frozenset()))
+
+    def holds_batchnorm(self, st: State, label, seen: set | None = None) -> bool | None:
+        """Whether a module holds BatchNorm: by its class in the project, the library call
+        that built it, the attribute of a class it is, or the modules inside it."""
+        seen = set() if seen is None else seen
+        if label in seen:
+            return None
+        seen.add(label)
+        cls = st.cls.get(label)
+        answer = None
+        if cls is not None:
+            answer = self.project.holds_batchnorm(cls) if self.project.is_module(cls) else None
+        elif label in self.built:
+            answer = self.built[label][0]
+        elif label[0] == "field" and st.cls.get(label[1]) is not None:
+            answer = self.project.attribute_batchnorm(st.cls[label[1]], label[2])
+        if answer is not None:
+            return answer
+        children = [child for (parent, _), held in st.fields.items() if parent == label
+                    for child in held]
+        return True if any(self.holds_batchnorm(st, child, seen) for child in children) \
+            else None
 
     def variable(self, target: ast.AST | None) -> str | None:
         if isinstance(target, ast.Attribute) and target.attr == "forward":
@@ -422,6 +526,7 @@ class Calls:
             setattr(st, slot, dict(getattr(exit_state, slot)))
         st.confirmed, st.optimized = exit_state.confirmed, exit_state.optimized
         st.nograd = exit_state.nograd
+        st.frozen, st.thawed = dict(exit_state.frozen), exit_state.thawed
         if call is not None:
             for label, facts in st.modes.items():
                 old = before.get(label, frozenset())
@@ -530,6 +635,10 @@ class Calls:
                 st.set_facts(labels, merge_facts(new))
         for path in summary.optimizes:
             st.optimized |= labels_of(path)
+        for path in summary.freezes:
+            st.freeze(labels_of(path), (node.lineno, summary.name))
+        for path in summary.thaws:
+            st.thaw(labels_of(path))
         for path, attr, values in summary.stores:
             value = self.values(values, labels_of, summary, node, st, (*path, attr))
             for parent in labels_of(path):

@@ -4,8 +4,8 @@ them" (``AS_CALLED``), and applied at each call site (``Interpreter.apply``).
 
 A summary says which passes the function makes of an argument, or of an attribute of one
 (``self.model``), in the caller's mode (``effects``); the modes it leaves them in
-(``exits``); which it shows to be modules (``confirms``) or hands to an optimiser
-(``optimizes``); the attributes it sets (``stores``, as ``__init__`` does) and what it
+(``exits``); which it shows to be modules (``confirms``), hands to an optimiser
+(``optimizes``), freezes (``freezes``) or makes trainable again (``thaws``); the attributes it sets (``stores``, as ``__init__`` does) and what it
 returns. Arguments are named by path: ``("model",)``, ``("self", "model")``.
 """
 
@@ -48,6 +48,8 @@ class Summary:
     exits: tuple  # (path, facts)
     confirms: tuple
     optimizes: tuple
+    freezes: tuple
+    thaws: tuple
     stores: tuple  # (path, attribute, values)
     returns: tuple  # values: paths, classes, NewObjects
 
@@ -149,6 +151,8 @@ def summarise(interpreter: Interpreter, function: Function) -> Summary:
                     if (path := paths[label]) is not None and facts != {AS_CALLED}),
         confirms=tuple(p for lb in st.confirmed if (p := argument_path(lb)) is not None),
         optimizes=tuple(p for lb in st.optimized if (p := argument_path(lb)) is not None),
+        freezes=tuple(p for lb in st.frozen if (p := argument_path(lb)) is not None),
+        thaws=tuple(p for lb in st.thawed if (p := argument_path(lb)) is not None),
         stores=tuple((path, attr, values(labels)) for (parent, attr), labels in st.fields.items()
                      if (path := argument_path(parent)) is not None
                      and labels != {("field", parent, attr)}),
