@@ -35,14 +35,21 @@ def problem(use: Use) -> Problem | None:
 
 def _problem(use: Use, part: Part, switch: Fact | None) -> Problem:
     text = use.place.text
-    name = f"`{part.name}`" if part.name else f"A part of `{use.shown}` ({part.kind})" \
-        if use.shown and part.kind else "A part of the model"
+    if part.name:
+        name = f"`{part.name}`"
+    elif use.shown and part.kind:
+        name = f"A part of `{use.shown}` (`{part.kind}`)"
+    else:
+        name = "A part of the model"
     frozen_line, helper = part.frozen
-    frozen = (f"frozen by `{helper}()` called at {text.line(frozen_line)}" if helper
-              else f"frozen at {text.line(frozen_line)}")
+    frozen = (f"by `{helper}()` called at {text.line(frozen_line)}" if helper
+              else f"at {text.line(frozen_line)}")
+    step = f"the training step at {text.line(use.line)}"
+    if use.callee:
+        step += f" (in `{use.callee[0]}()` of {display_path(use.callee[1])})"
     if switch is None:
         line, col = use.line, use.col
-        cause = "it is still in training mode, as every new module is, at"
+        cause = f"it is still in training mode, as every new module is, at {step}"
         advice = (f"Call `{part.name}.eval()` before training" if part.name
                   else "Call `.eval()` on it before training")
     else:
@@ -50,18 +57,15 @@ def _problem(use: Use, part: Part, switch: Fact | None) -> Problem:
             line, col = switch.via[1], _column(text, switch.via[1], switch.via[0])
         else:
             line, col = switch.line, _column(text, switch.line, "train")
-        cause = (f"{switch.describe(text.line).removeprefix('set by ')} puts it in training"
-                 " mode for")
+        where = switch.describe(text.line).removeprefix("set by ") + ("," if switch.via else "")
+        cause = f"{where} puts it in training mode for " + (
+            step if line != use.line else "its training step")
         advice = f"Call `{part.name}.eval()` after it" if part.name else \
             "Call `.eval()` on that part after it"
-    step = text.line(use.line)
-    if use.callee:
-        step += f" (in `{use.callee[0]}()` of {display_path(use.callee[1])})"
-    message = (f"{name} holds BatchNorm and its parameters are {frozen}, but {cause} the "
-               f"training step at {step}: its BatchNorm layers keep updating their running "
-               f"statistics from every batch while their weights stay fixed. {advice} (or "
-               f"`bnlint.freeze_batchnorm()` it once, which keeps its BatchNorm layers in eval "
-               f"mode).")
+    message = (f"{name} holds BatchNorm and its parameters are frozen ({frozen}), but {cause}:"
+               " its BatchNorm layers keep updating their running statistics from every batch"
+               f" while their weights stay fixed. {advice} (or `bnlint.freeze_batchnorm()` it"
+               " once, which keeps its BatchNorm layers in eval mode).")
     return Problem(CODE, line, col, message, (part.name,) if part.name else (), ())
 
 

@@ -364,12 +364,15 @@ class Calls:
     def emit(self, kind: str, node: ast.Call, models: list, target: ast.AST | None, st: State,
              *, extra: frozenset = frozenset(), variable: str | None = None,
              export: str | None = None, exporter: str | None = None,
-             grad: str | None = None, callee: tuple[str, Path] | None = None) -> None:
+             grad: str | None = None, callee: tuple[str, Path] | None = None,
+             parts: tuple[Part, ...] | None = None) -> None:
         """Report a pass of ``models`` at ``node``: ``extra`` holds modes a summarised
-        function may have set on some path before the pass."""
-        facts = st.facts_of(models) | extra
+        function may have set on some path before the pass. ``parts`` given: a training step
+        of a summarised function in a mode it set itself, reported for its frozen parts
+        alone (with no modes of its own)."""
+        facts = frozenset() if parts is not None else st.facts_of(models) | extra
         marked = {INFERENCE: (EVAL, "inferred"), TRAINING_STEP: (TRAIN, "trained")}.get(kind)
-        if marked is not None:
+        if marked is not None and parts is None:
             mode, mark = marked
             for label in models:
                 st.modes[label] = merge_facts(
@@ -389,35 +392,60 @@ class Calls:
                       frame.nograd_withs[0] if frame.nograd_withs else None,
                       tuple(frame.func.body) if frame.decorated_nograd else None)
         line, col = self.file.position(node)
-        parts = ()
-        if kind == TRAINING_STEP:
+        if parts is not None:
+            pass
+        elif kind == TRAINING_STEP and self.summarising:
+            parts = tuple(Part(".".join(path), None, None, st.modes[label])
+                          for label in st.descendants(models)
+                          if label in st.modes and (path := argument_path(label)) is not None)
+        elif kind == TRAINING_STEP:
             parts = self.frozen_parts(st, models, variable)
         elif kind == GRADIENT_PENALTY:
             parts = tuple(self.part(st, label, variable) for label in models)
+        else:
+            parts = ()
         use = Use(kind, line, col, facts, frozenset(models), place, variable, shown,
                   grad=(grad or st.nograd or None) if kind == INFERENCE and not export else None,
                   export=export, exporter=exporter, helper=helper, callee=callee,
                   optimized=bool(st.descendants(models) & st.optimized), parts=parts)
         self.sink.setdefault((kind, line, col), {})[use] = None
 
-    def frozen_parts(self, st: State, models: list, variable: str | None) -> tuple[Part, ...]:
+    def frozen_parts(self, st: State, models: list, variable: str | None,
+                     inside: tuple | None = None) -> tuple[Part, ...]:
         """The parts of the models trained here whose parameters are frozen, each spelled
-        from ``variable`` by the attributes leading to it."""
+        from ``variable`` by the attributes leading to it. ``inside``: the step is in a
+        summarised function, (the models' path there, the parts its use recorded, the
+        summary, the call): a part's modes are those the function gave it, or the nearest
+        module holding it."""
         frozen = st.frozen_parts(models)
         if not frozen:
             return ()
-        names = dict.fromkeys(models, variable)
+        paths: dict = dict.fromkeys(models, ())
         grown = True
         while grown:
             grown = False
             for (parent, attr), children in st.fields.items():
-                if parent in names:
+                if parent in paths:
                     for child in children:
-                        if child not in names:
-                            names[child] = f"{names[parent]}.{attr}" if names[parent] else None
+                        if child not in paths:
+                            paths[child] = (*paths[parent], attr)
                             grown = True
-        return tuple(replace(self.part(st, label, names.get(label)), frozen=st.frozen[label])
-                     for label in frozen)
+        found = []
+        for label in frozen:
+            path = paths.get(label)
+            name = ".".join((variable, *path)) if variable and path is not None else None
+            part = replace(self.part(st, label, name), frozen=st.frozen[label])
+            if inside is not None:
+                root, recorded, summary, node = inside
+                full = ".".join((*root, *(path or ())))
+                nearest = max((p for p in recorded if full == p.name
+                               or full.startswith(p.name + ".")),
+                              key=lambda p: len(p.name), default=None)
+                if path is None or nearest is None:
+                    continue
+                part = replace(part, facts=self.imported(nearest.facts, summary, node))
+            found.append(part)
+        return tuple(found)
 
     def part(self, st: State, label, name: str | None) -> Part:
         cls = st.cls.get(label)
@@ -619,6 +647,13 @@ class Calls:
                     else FORWARD if self.summarising else None
                 grad = st.nograd or None
             if kind is None:
+                continue
+            if AS_CALLED not in use.facts:  # a mode the function set: only frozen parts matter
+                parts = self.frozen_parts(st, models, variable(paths[0]),
+                                          (paths[0], use.parts, summary, node))
+                if parts:
+                    self.emit(kind, node, models, None, st, variable=variable(paths[0]),
+                              callee=(summary.name, summary.file), parts=parts)
                 continue
             self.emit(kind, node, models, None, st, extra=self.imported(use.facts, summary, node),
                       variable=variable(paths[0]), export=use.export, exporter=use.exporter,
