@@ -99,7 +99,7 @@ class Calls:
                     st: State) -> frozenset:
         name = func.attr
         if receiver and all(lb[0] == "output" for lb in receiver):
-            self.args(node, st)  # a method of a model's output: a tensor, derived from it
+            self.args(node, st)  # a method of a model's output: a tensor derived from it
             return receiver
         if name in SWITCHES:
             if not receiver and isinstance(func.value, ast.Name):
@@ -303,9 +303,11 @@ class Calls:
         if create is None or self.const(st, create) is not True:
             return
         outputs = positional[0] if positional else keywords.get("outputs", frozenset())
-        models = self.models(frozenset(lb[1] for lb in outputs if lb[0] == "output"), st)
+        outputs = sorted((lb for lb in outputs if lb[0] == "output"), key=str)
+        models = self.models(frozenset(lb[1] for lb in outputs), st)
         if models:
-            self.emit(GRADIENT_PENALTY, node, models, None, st)
+            self.emit(GRADIENT_PENALTY, node, models, None, st,
+                      variable=next((lb[2] for lb in outputs if lb[2]), None))
 
     def copy(self, st: State, node: ast.Call, source: frozenset) -> frozenset:
         """A new module in the same mode as ``source`` (a deep copy, a TorchScript module)."""
@@ -352,7 +354,7 @@ class Calls:
         models = self.models(labels, st)
         if not models:
             return frozenset()
-        outputs = frozenset(("output", label) for label in models)
+        outputs = frozenset(("output", label, self.variable(target)) for label in models)
         if st.nograd:
             self.emit(INFERENCE, node, models, target, st)
         elif self.frame.training:

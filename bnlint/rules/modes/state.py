@@ -3,7 +3,9 @@
 Values are sets of labels, each naming an object the value may be. A model's label maps to
 the set of ``Fact``s that may describe its mode. Labels are tuples: ``("new", line, col)`` for
 an object built by a call, ``("field", parent, attr)`` for an attribute, ``("part", label)``
-for some of a model's layers, ``("param", ...)`` and ``("arg", name)`` for a parameter.
+for some of a model's layers, ``("param", ...)`` and ``("arg", name)`` for a parameter,
+``("output", label, spelled)`` for what a model returned (a tensor derived from its output
+keeps it).
 """
 
 from __future__ import annotations
