@@ -165,7 +165,8 @@ class Guard:
 def _frozen(layer: nn.Module, x) -> bool:
     """Whether a layer keeping running statistics has affine parameters, all frozen, and its
     input needs no gradient."""
-    weight, bias = layer.weight, layer.bias
+    parameters = layer._parameters  # read directly: this runs on every training forward
+    weight, bias = parameters.get("weight"), parameters.get("bias")
     return (weight is not None and not weight.requires_grad
             and (bias is None or not bias.requires_grad) and layer.running_mean is not None
             and isinstance(x, torch.Tensor) and not x.requires_grad)
