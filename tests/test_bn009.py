@@ -163,3 +163,30 @@ def test_notebook_cells_and_suppression_on_the_command_line(tmp_path):
     (tmp_path / "train.py").write_text(script)
     result = run_bnlint("train.py", "--select", "BN", "--format", "concise", cwd=tmp_path)
     assert "BN009" in result.output
+
+
+@pytest.mark.parametrize("update, found", [
+    ("", True),
+    ("for s, t in zip(model.parameters(), teacher.parameters()):\n"
+     "        t.mul_(0.99).add_(s.detach(), alpha=0.01)", False),
+    ("for t in teacher.parameters():\n        t.data.copy_(t.data * 0.99)", False),
+])
+def test_a_frozen_copy_is_reported_unless_the_script_updates_its_weights(tmp_path, update,
+                                                                         found):
+    """A momentum teacher: a copy of the trained model, frozen for the optimiser, whose
+    parameters the script moves itself; its BatchNorm layers train on purpose."""
+    findings = bn009(tmp_path, f"""\
+model = torchvision.models.resnet18()
+teacher = copy.deepcopy(model)
+teacher.requires_grad_(False)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in loader:
+    loss = F.mse_loss(model(x), teacher(x))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        {update or 'pass'}
+""", step=False)
+    assert [(f.line, f.message.split(" holds")[0]) for f in findings] == (
+        [(15, "`teacher`")] if found else [])

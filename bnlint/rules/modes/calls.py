@@ -317,6 +317,10 @@ class Calls:
             st.modes[label] = facts
             if source & st.confirmed:
                 st.confirmed |= {label}
+        if len(source) == 1:
+            (original,) = source
+            self.built[label] = (self.holds_batchnorm(st, original),
+                                 self.part(st, original, None).kind)
         return frozenset({label})
 
     def note_optimizer(self, node: ast.Call, name: str, st: State) -> None:

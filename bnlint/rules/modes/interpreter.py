@@ -59,7 +59,7 @@ class Interpreter(Calls):
         self.inlined: set[int] = set()
         self.memo: dict[tuple, tuple] = {}
         self.budget = BUDGET
-        # a module built by a library call: (whether it holds BatchNorm, the call as spelled)
+        # a module built by a library call, or a copy: (whether it holds BatchNorm, its kind)
         self.built: dict[tuple, tuple[bool | None, str]] = {}
 
     # -- names ------------------------------------------------------------------------------
