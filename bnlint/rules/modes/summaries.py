@@ -3,11 +3,12 @@ out once by running the interpreter on it with its arguments in the mode "as the
 them" (``AS_CALLED``), and applied at each call site (``Interpreter.apply``).
 
 A summary says which passes the function makes of an argument, or of an attribute of one
-(``self.model``), in the caller's mode, and which training steps in a mode it set (whose
-frozen parts the caller knows) (``effects``); the modes it leaves them in
-(``exits``); which it shows to be modules (``confirms``), hands to an optimiser
-(``optimizes``), freezes (``freezes``) or makes trainable again (``thaws``); the attributes it sets (``stores``, as ``__init__`` does) and what it
-returns. Arguments are named by path: ``("model",)``, ``("self", "model")``.
+(``self.model``), in the caller's mode, and its training steps in a mode it set itself, whose
+frozen parts only the caller knows (``effects``); the modes it leaves them in (``exits``);
+which it shows to be modules (``confirms``), hands to an optimiser (``optimizes``), freezes
+(``freezes``) or makes trainable again (``thaws``); the attributes it sets (``stores``, as
+``__init__`` does) and what it returns. Arguments are named by path: ``("model",)``,
+``("self", "model")``.
 """
 
 from __future__ import annotations

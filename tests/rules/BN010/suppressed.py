@@ -12,7 +12,8 @@ for real, fake in loader:
     mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     scores = critic(mixed)
     gradients = torch.autograd.grad(scores.sum(), mixed, create_graph=True)[0]  # noqa: BN010
-    loss = critic(fake).mean() - critic(real).mean() + 10 * ((gradients.norm(2, dim=1) - 1) ** 2).mean()
+    penalty = ((gradients.norm(2, dim=1) - 1) ** 2).mean()
+    loss = critic(fake).mean() - critic(real).mean() + 10 * penalty
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
