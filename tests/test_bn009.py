@@ -1,12 +1,14 @@
 """BN009: frozen BatchNorm layers put in training mode for training, found by reading the
 training script (the case files in tests/rules/BN009/ hold the rule's own traps)."""
 
+import json
 import textwrap
 
 import pytest
 
 from bnlint.lint import lint_specs
 from conftest import run_bnlint
+from test_notebooks import code, write
 
 HEADER = """\
 import copy
@@ -144,7 +146,7 @@ def test_a_train_override_anywhere_in_the_model_leaves_the_mode_unknown(tmp_path
     assert found == []
 
 
-def test_notebook_cells_and_suppression_on_the_command_line(tmp_path):
+def test_suppression_and_prefix_selection_on_the_command_line(tmp_path):
     script = HEADER + textwrap.dedent("""\
         model = torchvision.models.resnet18()
         model.requires_grad_(False)
@@ -190,3 +192,21 @@ for x, y in loader:
 """, step=False)
     assert [(f.line, f.message.split(" holds")[0]) for f in findings] == (
         [(15, "`teacher`")] if found else [])
+
+
+def test_a_notebook_finding_names_cells(tmp_path):
+    write(tmp_path / "finetune.ipynb",
+          code("import torch\nimport torchvision\nfrom torch import nn\n\n"
+               "model = torchvision.models.resnet18()\nmodel.requires_grad_(False)\n"
+               "model.fc = nn.Linear(512, 2)\n"
+               "optimizer = torch.optim.SGD(model.fc.parameters(), lr=0.1)\n"),
+          code("model.train()\nfor x in torch.randn(3, 2, 3, 32, 32):\n"
+               "    loss = model(x).pow(2).mean()\n    optimizer.zero_grad()\n"
+               "    loss.backward()\n    optimizer.step()\n"))
+    [finding] = json.loads(run_bnlint("finetune.ipynb", "--format", "json",
+                                      cwd=tmp_path).stdout)["findings"]
+    assert (finding["code"], finding["cell"], finding["line"]) == ("BN009", 2, 1)
+    assert finding["message"].startswith(
+        "`model` holds BatchNorm and its parameters are frozen (at line 6 of cell 1), but "
+        "`model.train()` at line 1 of cell 2 puts it in training mode for the training step "
+        "at line 3 of cell 2")
