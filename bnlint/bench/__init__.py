@@ -57,7 +57,7 @@ def benchmark(original: nn.Module, fixed: nn.Module, *, steps: int | None = DEFA
     """Train ``original`` and ``fixed`` side by side and say whether the fix helped.
 
     ``compare``: first compare the two models output for output (their given weights, a few
-    SGD steps in training mode, then eval mode); when they compute the same function the
+    batches in training mode, then eval mode); when they compute the same function the
     report says so (verdict ``"identical function"``) and nothing is trained, unless
     ``exact``. ``steps`` is ``None`` for as many as the models' compute allows (the FLOPs of
     a training step, counted, never timed: the same on any machine), or the steps of every
@@ -106,9 +106,7 @@ def benchmark(original: nn.Module, fixed: nn.Module, *, steps: int | None = DEFA
 
     equivalence = None
     if compare:
-        equivalence = measure.compare(original, fixed, source(0).batches(), probe,
-                                      loss_fn=loss_fn, lr=lr or training.FALLBACK_LR,
-                                      momentum=momentum, device=dev)
+        equivalence = measure.compare(original, fixed, source(0).batches(), probe, device=dev)
         rules["equivalence"] = equivalence.rule
         if equivalence.identical and not exact:
             mode = _mode_check(original, source, task, probe, loss_fn, lr, momentum, dev,

@@ -18,7 +18,7 @@ from bnlint.bench.results import CLASSIFICATION, Equivalence, Heldout, ModeCheck
 from bnlint.bench.tasks import Batch
 
 EVAL_BATCH = 64            # held-out samples per forward pass in eval mode
-VERIFY_STEPS = 3           # SGD steps on copies of both models while their outputs are compared
+VERIFY_STEPS = 3           # training-mode batches while the two models' outputs are compared
 RTOL, ATOL = 1e-4, 1e-5    # outputs this close count as the same (float rounding)
 MODE_SAMPLES = 128         # held-out samples of the mode check
 MODE_BATCHES = (8, 32)     # the mode check's other batchings: sizes, each of shuffled samples
@@ -53,37 +53,31 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     return (error if math.isfinite(error) else math.inf), tolerance
 
 
-def compare(original: nn.Module, fixed: nn.Module, batches, held: torch.Tensor, *, loss_fn,
-            lr: float, momentum: float, device) -> Equivalence:
-    """Copies of both models, given weights, trained ``VERIFY_STEPS`` SGD steps on the same
-    batches with their outputs compared at each step (training mode, running statistics
-    moving), then on the held-out inputs in eval mode."""
+def compare(original: nn.Module, fixed: nn.Module, batches, held: torch.Tensor, *,
+            device) -> Equivalence:
+    """Copies of both models, with their given weights, run ``VERIFY_STEPS`` batches in
+    training mode with their outputs compared at each (each batch moves the running
+    statistics), then the held-out inputs in eval mode, on the statistics those batches left.
+    No weight is updated: an SGD step amplifies float rounding (a ReLU or a max-pool that
+    flips) until an exact fix of a deep network no longer looks exact."""
     models = [copy.deepcopy(m).to(device).train() for m in (original, fixed)]
-    optimisers = [torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=lr,
-                                  momentum=momentum) for m in models]
     worst, tolerance, inputs = 0.0, 0.0, len(held)
-    for step in range(VERIFY_STEPS):
-        x, y = next(batches)
-        x, y = x.to(device), y.to(device)
-        outs = []
-        for model, optimiser in zip(models, optimisers):
-            torch.manual_seed(step)  # dropout draws the same masks in both
-            out = model(x)
-            loss = loss_fn(out, y)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            outs.append(out.detach())
-        error, tol = _close(*outs)
-        worst, tolerance, inputs = max(worst, error), max(tolerance, tol), inputs + len(x)
+    with torch.no_grad():
+        for step in range(VERIFY_STEPS):
+            x = next(batches)[0].to(device)
+            outs = []
+            for model in models:
+                torch.manual_seed(step)  # dropout draws the same masks in both
+                outs.append(model(x))
+            error, tol = _close(*outs)
+            worst, tolerance, inputs = max(worst, error), max(tolerance, tol), inputs + len(x)
     a, b = (_forward(m.eval(), held, EVAL_BATCH, device) for m in models)
     error, tol = _close(a, b)
     worst, tolerance = max(worst, error), max(tolerance, tol)
-    rule = (f"outputs of both models compared on {inputs} inputs: {VERIFY_STEPS} batches in "
-            f"training mode, each followed by an SGD step on both (lr {lr:g}), so the weights "
-            f"and running statistics move, then {len(held)} held-out inputs in eval mode; the "
-            f"same function when no output differs by more than {ATOL:g} + {RTOL:g} × the "
-            f"largest output (at least 1)")
+    rule = (f"outputs of both models, with their given weights, compared on {inputs} inputs: "
+            f"{VERIFY_STEPS} batches in training mode (each moving the running statistics), "
+            f"then {len(held)} held-out inputs in eval mode; the same function when no output "
+            f"differs by more than {ATOL:g} + {RTOL:g} × the largest output (at least 1)")
     return Equivalence(worst <= tolerance, inputs, worst, tolerance, rule)
 
 
