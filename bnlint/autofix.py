@@ -18,9 +18,9 @@ from torch import nn
 
 from bnlint import graph
 from bnlint.engine import traced_with_input, unsuppressed_hits
-from bnlint.findings import UNSAFE, Hit
+from bnlint.findings import Hit
 from bnlint.inputs import resolve
-from bnlint.rules import GRAPH, RULES, Rule, enabled_codes
+from bnlint.rules import RULES, Rule, Safety, Scope, enabled_codes
 from bnlint.trace import Traced, Unit
 
 # A reorder can put a biased layer right before BatchNorm; a second round fixes that too.
@@ -61,7 +61,8 @@ def fix(model: nn.Module, *, select=None, ignore=None, unsafe: bool = False,
 
     Findings silenced by a ``# bnlint: ignore[...]`` / ``# noqa`` comment are left alone.
     """
-    rules = [RULES[c] for c in sorted(enabled_codes(select, ignore)) if RULES[c].scope == GRAPH]
+    rules = [RULES[c] for c in sorted(enabled_codes(select, ignore))
+             if RULES[c].scope == Scope.GRAPH]
     try:
         duplicate = copy.deepcopy(model)
     except Exception as exc:  # noqa: BLE001 - whatever the user's attributes refuse
@@ -120,7 +121,7 @@ class _Fixer:
         return reason is None
 
     def _apply(self, index: int, rule: Rule, hit: Hit, related: tuple[str, ...]) -> str | None:
-        if hit.fix == UNSAFE and not self.unsafe:
+        if hit.fix == Safety.UNSAFE and not self.unsafe:
             return "the fix changes what the model computes; it needs unsafe fixes enabled"
         apply = getattr(rule.implementation(), "fix", None)
         if apply is None:

@@ -22,7 +22,7 @@ from bnlint.bench import render as render_bench
 from bnlint.bench.results import DEFAULTS as BENCH_DEFAULTS, MAX_STEPS, MIN_STEPS
 from bnlint.config import ConfigError, applying_per_file_ignores, load_config
 from bnlint.render import COLORS, FORMATS, render
-from bnlint.rules import GRAPH, RULES, UnknownRuleError, enabled_codes
+from bnlint.rules import RULES, Scope, UnknownRuleError, enabled_codes
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -61,7 +61,7 @@ def _tell(notes, saved: list[str], hidden: list[str]) -> None:
     for line in [*map(str, notes), *saved]:
         click.echo(line, err=True)
     if hidden:
-        models = sum(RULES[code].scope == GRAPH for code in hidden)
+        models = sum(RULES[code].scope == Scope.GRAPH for code in hidden)
         what = ("what the model computes, so it needs training again" if models == len(hidden)
                 else "what the script does" if not models else
                 "what the models compute (they need training again) and what the scripts do")

@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bnlint.rules import Safety
+
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 
 
@@ -34,7 +36,7 @@ class Edit:
     end: tuple[int, int]
     text: str
     code: str
-    safety: str  # "safe" | "unsafe"
+    safety: Safety
     description: str
 
 

@@ -11,7 +11,7 @@ from torch import fx, nn
 from bnlint import config, source
 from bnlint.findings import Finding, Hit, Instance, ModelResult, Report
 from bnlint.inputs import Example, probe, resolve
-from bnlint.rules import GRAPH, RULES, Rule, enabled_codes
+from bnlint.rules import RULES, Rule, Scope, enabled_codes
 from bnlint.trace import Traced, Unit, trace_model
 
 
@@ -63,7 +63,7 @@ def analyse(model: nn.Module, model_name: str, codes: Iterable[str],
     """Findings for one model (unmerged, one per offending node) and what tracing achieved.
     ``example`` is the forward's input, when one is known; ``used`` collects the suppression
     comments that silenced a finding."""
-    rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == GRAPH]
+    rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == Scope.GRAPH]
     traced, hits, example = traced_with_input(model, example, rules, used)
     findings = []
     for rule, hit, site in hits:
@@ -153,7 +153,7 @@ def check(model: nn.Module, *, select=None, ignore=None, name: str | None = None
     codes = enabled_codes(select, ignore)
     example = resolve(model, example, probing=False)
     findings, result = analyse(model, name or type(model).__name__, codes, example)
-    rules = sorted(c for c in codes if RULES[c].scope == GRAPH)
+    rules = sorted(c for c in codes if RULES[c].scope == Scope.GRAPH)
     warnings = [] if rules else [NO_RULE if not codes else (
         "no rule ran: the selected rules read scripts, and check() is given a model")]
     return Report(findings=merge(findings), models=[result], rules=rules, warnings=warnings)

@@ -19,7 +19,7 @@ from bnlint.edits import read_source
 from bnlint.findings import Finding, ModelResult, Report
 from bnlint.inputs import Example, resolve
 from bnlint.load import LoadError, build, load, spec_path
-from bnlint.rules import GRAPH, RULES, SCRIPT, enabled_codes, unused_suppression
+from bnlint.rules import RULES, Scope, enabled_codes, unused_suppression
 
 
 def check_scripts(files: Iterable[Path], codes: set[str], on_script=None,
@@ -28,7 +28,7 @@ def check_scripts(files: Iterable[Path], codes: set[str], on_script=None,
     checked as the script of its code cells, its findings placed in their cells.
     ``on_script(path, text, tree)`` sees every file they read (the fixer gathers edits);
     ``used`` collects the suppression comments that silenced a finding."""
-    rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == SCRIPT]
+    rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == Scope.SCRIPT]
     findings: list[Finding] = []
     if not rules:
         return findings
@@ -84,8 +84,8 @@ def lint_specs(specs: Iterable[str], *, select=None, ignore=None, exclude=(),
 def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare) -> Report:
     selected = codes = enabled_codes(select, ignore)
     if static:
-        codes = {c for c in codes if RULES[c].scope != GRAPH}
-    loaded = load(specs, exclude, import_models=any(RULES[c].scope == GRAPH for c in codes))
+        codes = {c for c in codes if RULES[c].scope != Scope.GRAPH}
+    loaded = load(specs, exclude, import_models=any(RULES[c].scope == Scope.GRAPH for c in codes))
     results: list[ModelResult] = list(loaded.results)
     usage = unused_suppression.Usage() if unused_suppression.CODE in codes else None
     findings = check_scripts(loaded.files, codes, on_script, usage and usage.used)
@@ -141,12 +141,12 @@ def _unchecked(selected: set[str], codes: set[str], files: list[Path],
     if not selected:
         return [NO_RULE]
     if not codes:
-        scripts = ", ".join(c for c in RULES if RULES[c].scope == SCRIPT)
+        scripts = ", ".join(c for c in RULES if RULES[c].scope == Scope.SCRIPT)
         return [f"no rule ran: --static runs only the rules that read scripts ({scripts}), "
                 "and none of them is selected"]
     if any(r.status == "ok" for r in results):
         return []
-    if files and any(RULES[c].scope == SCRIPT for c in codes):
+    if files and any(RULES[c].scope == Scope.SCRIPT for c in codes):
         return []
     if not files and not results:
         return ["nothing was checked: no Python file was found in the paths given"]

@@ -10,8 +10,8 @@ import re
 from typing import TextIO
 
 from bnlint import __version__, notebook, source
-from bnlint.findings import SAFE, Finding, ModelResult, Report
-from bnlint.rules import RULES
+from bnlint.findings import Finding, ModelResult, Report
+from bnlint.rules import RULES, Safety
 
 FORMATS = ("text", "concise", "json", "sarif", "github")
 COLORS = ("auto", "always", "never")
@@ -116,7 +116,7 @@ def render_text(report: Report, out: TextIO, *, verbose: bool = False, color: st
     if statistics:
         _statistics_text(console, report)
     for f in () if statistics else report.findings:
-        mark = " [cyan]\\[*][/]" if f.fix == SAFE else ""
+        mark = " [cyan]\\[*][/]" if f.fix == Safety.SAFE else ""
         console.print(f"[bold]{escape(_where(f))}:[/] [bold red]{f.code}[/]{mark} {escape(f.message)}")
         context = [f"model {f.model}"] if f.model else []
         if f.module:

@@ -56,9 +56,9 @@ from bnlint.edits import (
     unified_diff,
     write_atomic,
 )
-from bnlint.findings import SAFE, UNSAFE, Finding, Report
+from bnlint.findings import Finding, Report
 from bnlint.load import split_spec
-from bnlint.rules import GRAPH, RULES, SCRIPT
+from bnlint.rules import RULES, Safety, Scope
 
 BN001, BN002, BN006, BN007, BN008 = "BN001", "BN002", "BN006", "BN007", "BN008"
 # the graph rules whose fix bnlint writes into the source, and what stays as it was in a
@@ -137,7 +137,7 @@ class Plan:
 
         edited = {source.display_path(p): p for p in self.changes}
         resolved = set().union(*self.resolves.values()) if self.resolves else set()
-        script = {c for c in codes if RULES[c].scope == SCRIPT}
+        script = {c for c in codes if RULES[c].scope == Scope.SCRIPT}
         kept = [f for f in report.findings if finding_key(f) not in resolved
                 and not (f.code in script and f.path in edited)]
         again = check_scripts([Path(p) for p in self.changes], script)
@@ -155,7 +155,7 @@ class Plan:
         """Why ``--fix`` (with ``--unsafe-fixes``) would not edit the source for this finding."""
         if finding.fix is None:
             return None
-        if RULES[finding.code].scope == SCRIPT:
+        if RULES[finding.code].scope == Scope.SCRIPT:
             return self.blocked_files.get(finding.path)
         blocked = self.blocked.get(finding_key(finding))
         return blocked[0] if blocked else None
@@ -173,7 +173,7 @@ class Plan:
     def explained(self, unsafe: bool) -> list[Note]:
         """For ``--diff``, where no finding is shown: each fix that is not in the diff, and why."""
         notes = [_key_note(key, f"not fixed in the source: {why}")
-                 for key, (why, safety) in self.blocked.items() if safety == SAFE or unsafe]
+                 for key, (why, safety) in self.blocked.items() if safety == Safety.SAFE or unsafe]
         notes += [Note("", f"not fixed: {why}")
                   for path, why in self.blocked_files.items()]
         for group in self.deferred:
@@ -311,7 +311,7 @@ class SourceFixer:
             forward = type(module).forward
             if _user_function(forward):
                 self.runs.setdefault(forward, []).append((spec, name))
-        fixable = [f for f in findings if f.fix and RULES[f.code].scope == GRAPH]
+        fixable = [f for f in findings if f.fix and RULES[f.code].scope == Scope.GRAPH]
         if not fixable:
             return  # nothing to fix: only the calls and forwards it has count (above)
         needed = self.save_to is not None or any(f.code in EDITED for f in fixable)
@@ -339,7 +339,7 @@ class SourceFixer:
             finding = by_module.get((entry.code, entry.module))
             if finding is None:
                 continue
-            if finding.fix == UNSAFE and not self.unsafe:
+            if finding.fix == Safety.UNSAFE and not self.unsafe:
                 self.hidden_graph.append(entry.code)
             else:
                 refused[(entry.code, entry.module)] = entry.reason
@@ -367,7 +367,7 @@ class SourceFixer:
         """File the finding under the source edit that fixes it, or say why there is none."""
         key = finding_key(finding)
         if finding.code not in EDITED:
-            options = "--save-fixed DIR" + " --unsafe-fixes" * (finding.fix == UNSAFE)
+            options = "--save-fixed DIR" + " --unsafe-fixes" * (finding.fix == Safety.UNSAFE)
             self.blocked[key] = (f"bnlint has no source edit for {finding.code}; `{options}` "
                                  "writes the model with it fixed", finding.fix)
             return
@@ -422,7 +422,7 @@ class SourceFixer:
         why = _editable(os.path.realpath(path), self.named)
         for code in sorted(self.codes):
             rule = RULES[code]
-            fixer = getattr(rule.implementation(), "fix", None) if rule.scope == SCRIPT else None
+            fixer = getattr(rule.implementation(), "fix", None) if rule.scope == Scope.SCRIPT else None
             if fixer is None:
                 continue
             for edit in fixer(path, text, tree):
@@ -431,7 +431,7 @@ class SourceFixer:
                 if why is not None:
                     self.blocked_files[source.display_path(path)] = \
                         f"{source.display_path(path)} {why}"
-                elif edit.safety == SAFE or self.unsafe:
+                elif edit.safety == Safety.SAFE or self.unsafe:
                     self.scripts.append((replace(edit, path=os.path.realpath(path)),))
                 else:
                     self.hidden.append(edit.code)
@@ -466,7 +466,7 @@ class SourceFixer:
                     plan.blocked.setdefault(key, (edits, group.safety))
             elif not edits:  # not a fix of its own, so not counted among the hidden ones
                 riders.setdefault(group.where, set()).update(group.keys)
-            elif group.safety == UNSAFE and not self.unsafe:
+            elif group.safety == Safety.UNSAFE and not self.unsafe:
                 plan.hidden.append(group.code)
             else:
                 fixes[tuple(edits)] = group
@@ -489,7 +489,7 @@ class SourceFixer:
             for key in keys if why else ():
                 because = ("BN002's reorder of the BatchNorm moves the dropout, and it is not "
                            f"made: {why}")
-                plan.blocked.setdefault(key, (because, UNSAFE))
+                plan.blocked.setdefault(key, (because, Safety.UNSAFE))
         for path, edits in by_path.items():
             before = read_source(path)
             edit = notebook.apply_edits if notebook.is_notebook(path) else apply_edits
@@ -636,7 +636,8 @@ def _more_to_do(fixer: SourceFixer, plan: Plan, remaining: Report) -> bool:
     fixes clashed with each other, or the edited scripts have fixable findings again."""
     edited = {source.display_path(p) for p in plan.changes}
     return bool(plan.changes) and bool(fixer.exposed or plan.deferred or any(
-        (f.fix == SAFE or f.fix == UNSAFE and fixer.unsafe) and RULES[f.code].scope == SCRIPT
+        (f.fix == Safety.SAFE or f.fix == Safety.UNSAFE and fixer.unsafe)
+        and RULES[f.code].scope == Scope.SCRIPT
         and f.path in edited for f in remaining.findings))
 
 

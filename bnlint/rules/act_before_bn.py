@@ -15,7 +15,8 @@ from torch import fx, nn
 
 from bnlint import graph
 from bnlint.edits import Edit, callee_name, offset, span_of
-from bnlint.findings import UNSAFE, Hit
+from bnlint.findings import Hit
+from bnlint.rules import Safety
 
 CODE = "BN002"
 
@@ -140,7 +141,7 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
             module=bn if node.op == "call_module" else None,
             related=(act, *(graph.describe(gm, v, prefix) for v in via)),
             anchor=node,
-            fix=UNSAFE if blocker is None else None,
+            fix=Safety.UNSAFE if blocker is None else None,
         )
 
 
@@ -264,7 +265,7 @@ def source_edits(path: str, lines: list[str], tree: ast.Module,
     if rotated is None:
         return ("the activation and the BatchNorm are not next to each other in one "
                 "nn.Sequential or list; move the BatchNorm before the activation by hand")
-    return [Edit(path, start, end, new, CODE, UNSAFE,
+    return [Edit(path, start, end, new, CODE, Safety.UNSAFE,
                  "BatchNorm before the activation (retrain the model)")
             for start, end, new in rotated]
 
@@ -388,7 +389,7 @@ def forward_edits(path: str, lines: list[str], function: ast.FunctionDef,
         written = before + written + after
         if not nested:  # the top of one statement's calls: replace them
             start, end = span_of(call, lines)
-            edits.append(Edit(path, start, end, written, CODE, UNSAFE,
+            edits.append(Edit(path, start, end, written, CODE, Safety.UNSAFE,
                               "BatchNorm before the activation (retrain the model)"))
             written = None
     return edits

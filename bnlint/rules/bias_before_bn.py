@@ -18,7 +18,8 @@ from torch import fx, nn
 
 from bnlint import graph
 from bnlint.edits import Edit, add_argument, callee_name, span_of
-from bnlint.findings import SAFE, Hit
+from bnlint.findings import Hit
+from bnlint.rules import Safety
 
 CODE = "BN001"
 SHARED = ("this layer is also called where its output does not feed BatchNorm, and the bias"
@@ -246,7 +247,7 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
                 if node.target not in plans:
                     plans[node.target] = plan(g, node.target, found)
                 if isinstance(plans[node.target], Fold):
-                    fix = SAFE
+                    fix = Safety.SAFE
                 else:
                     message += f" (Not fixable: {plans[node.target]}.)"
         yield Hit(
@@ -374,7 +375,7 @@ def source_edit(path: str, lines: list[str], call: ast.Call, layer_type: type) -
     pass ``bias=False``: an explicit ``bias`` argument (keyword or positional) becomes
     ``False``, else the keyword is added. Or why the call cannot be edited safely."""
     def edit(start, end, text):
-        return Edit(path, start, end, text, CODE, SAFE,
+        return Edit(path, start, end, text, CODE, Safety.SAFE,
                     "bias=False: BatchNorm after it cancels the bias")
 
     keyword = next((k for k in call.keywords if k.arg == "bias"), None)

@@ -17,7 +17,8 @@ from torch import fx, nn
 
 from bnlint import graph
 from bnlint.edits import Edit, offset
-from bnlint.findings import UNSAFE, Hit
+from bnlint.findings import Hit
+from bnlint.rules import Safety
 from bnlint.rules.act_before_bn import entry_pieces, rotate_entries
 
 CODE = "BN008"
@@ -113,7 +114,7 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
             related=(drop, *(graph.describe(gm, v, prefix) for v in via),
                      *(graph.describe(gm, a, prefix) for a in after)),
             anchor=node,
-            fix=UNSAFE if isinstance(move, Move) else None,
+            fix=Safety.UNSAFE if isinstance(move, Move) else None,
         )
 
 
@@ -164,6 +165,6 @@ def source_edits(path: str, lines: list[str], tree: ast.Module,
         moves = [(start, end, ""), (below, below, text)]
     else:
         moves = rotate_entries(lines, tree, calls, -1)
-    return [Edit(path, start, end, text, CODE, UNSAFE,
+    return [Edit(path, start, end, text, CODE, Safety.UNSAFE,
                  "dropout after the BatchNorm block (retrain the model)")
             for start, end, text in moves]

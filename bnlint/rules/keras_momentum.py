@@ -16,7 +16,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from bnlint import graph
 from bnlint.edits import Edit, span_of
-from bnlint.findings import UNSAFE, Hit
+from bnlint.findings import Hit
+from bnlint.rules import Safety
 
 CODE = "BN007"
 KERAS_EPS = 1e-3  # Keras's default epsilon; PyTorch's is 1e-5
@@ -56,7 +57,7 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
             message += (" Its eps=1e-3 is Keras's default too; it is a sound value in PyTorch "
                         "(weights ported from TensorFlow expect it), so the fix keeps it.")
         yield Hit(code=CODE, message=message, module=graph.describe(gm, node, prefix),
-                  related=(), anchor=node, fix=UNSAFE)
+                  related=(), anchor=node, fix=Safety.UNSAFE)
 
 
 def fix(gm: fx.GraphModule, hit: Hit) -> str | None:
@@ -112,5 +113,5 @@ def source_edit(path: str, lines: list[str], call: ast.Call, bn_type: type,
     if abs(written - momentum) > 1e-12:
         return (f"the call passes momentum={written:g}, but the module has {momentum:g}, set "
                 "after it was built")
-    return Edit(path, *span_of(argument, lines), f"{converted(momentum):g}", CODE, UNSAFE,
+    return Edit(path, *span_of(argument, lines), f"{converted(momentum):g}", CODE, Safety.UNSAFE,
                 "PyTorch momentum (1 - the Keras value)")

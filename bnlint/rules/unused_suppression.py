@@ -20,7 +20,7 @@ from pathlib import Path
 from bnlint import config, source
 from bnlint.edits import read_source
 from bnlint.findings import Finding
-from bnlint.rules import GRAPH, RULES, SCRIPT
+from bnlint.rules import RULES, Scope
 
 CODE = "BN900"
 
@@ -43,8 +43,8 @@ class Usage:
 def check(usage: Usage, files: Iterable[Path], codes: Iterable[str]) -> list[Finding]:
     """The unused suppressions in ``files`` (the files the run checked) and in the files where
     the models analysed built layers, judged for the rules in ``codes``."""
-    scripts = {c for c in codes if RULES[c].scope == SCRIPT}
-    graphs = {c for c in codes if RULES[c].scope == GRAPH}
+    scripts = {c for c in codes if RULES[c].scope == Scope.SCRIPT}
+    graphs = {c for c in codes if RULES[c].scope == Scope.GRAPH}
     read = {os.path.realpath(f) for f in files}
 
     def judgeable(code: str, path: str, line: int) -> bool:

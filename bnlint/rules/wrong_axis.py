@@ -16,7 +16,8 @@ from torch import fx, nn
 
 from bnlint import graph
 from bnlint.edits import Edit, offset, span_of
-from bnlint.findings import UNSAFE, Hit
+from bnlint.findings import Hit
+from bnlint.rules import Safety
 
 CODE = "BN006"
 _BATCHNORMS_1D = (nn.BatchNorm1d, nn.LazyBatchNorm1d, nn.SyncBatchNorm)
@@ -191,7 +192,7 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
             module=bn,
             related=(layer,),
             anchor=node,
-            fix=None if isinstance(how, str) else UNSAFE,
+            fix=None if isinstance(how, str) else Safety.UNSAFE,
         )
 
 
@@ -262,4 +263,4 @@ def source_edit(path: str, lines: list[str], call: ast.Call, size: int) -> Edit 
                                for name in _POSITIONS if name in _KEPT and name in given]
     start, end = span_of(call, lines)
     return Edit(path, start, end, f"{source(call.func.value)}.LayerNorm({', '.join(arguments)})",
-                CODE, UNSAFE, "LayerNorm over the features (retrain the model)")
+                CODE, Safety.UNSAFE, "LayerNorm over the features (retrain the model)")

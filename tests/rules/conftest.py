@@ -25,8 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from bnlint.findings import UNSAFE
-from bnlint.rules import GRAPH, RULES
+from bnlint.rules import RULES, Safety, Scope
 from conftest import run_bnlint
 
 HERE = Path(__file__).parent
@@ -99,7 +98,7 @@ class Findings(Case):
         _, result = self.run("--format", "json")
         report = json.loads(result.stdout)
         assert report["summary"]["models_failed"] == 0, result.output
-        if RULES[self.code].scope == GRAPH:
+        if RULES[self.code].scope == Scope.GRAPH:
             assert report["summary"]["models_analysed"] >= 1, result.output
         found = [(f["line"], f["code"]) for f in report["findings"]]
 
@@ -114,7 +113,7 @@ class Fix(Case):
     def runtest(self):
         fixed_path = self.path.with_name(self.path.stem + FIXED)
         wanted = (fixed_path if fixed_path.exists() else self.path).read_text(encoding="utf-8")
-        unsafe = ["--unsafe-fixes"] if RULES[self.code].fix == UNSAFE else []
+        unsafe = ["--unsafe-fixes"] if RULES[self.code].fix == Safety.UNSAFE else []
         fixed, result = self.run("--fix", *unsafe)
         assert result.exit_code != 2, result.output
         assert fixed == wanted, f"--fix gave (left), {fixed_path.name if fixed_path.exists() else 'unchanged'} (right)"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from bnlint import config, notebook
 from bnlint.edits import Edit, apply_edits, split_lines
-from bnlint.findings import UNSAFE, Finding
-from bnlint.rules import RULES, SCRIPT
+from bnlint.findings import Finding
+from bnlint.rules import RULES, Safety, Scope
 from bnlint.rules.modes.events import LineEdit, Problem
 from bnlint.rules.modes.frames import TooComplex
 from bnlint.rules.modes.interpreter import Interpreter
@@ -30,7 +30,7 @@ CACHED = 16
 
 def mode_rules() -> tuple:
     """The rule modules that read uses."""
-    return tuple(module for rule in RULES.values() if rule.scope == SCRIPT
+    return tuple(module for rule in RULES.values() if rule.scope == Scope.SCRIPT
                  and hasattr(module := rule.implementation(), "EVENT"))
 
 
@@ -90,7 +90,7 @@ def _edit(lines: list[str], change: LineEdit, path: str, code: str) -> Edit:
     else:
         what = f"insert `{change.text.strip()}` at line {change.line}"
     return Edit(path, at(change.line), at(change.line + change.removes), change.text, code,
-                UNSAFE, what)
+                Safety.UNSAFE, what)
 
 
 def _apply(text: str, fix: Iterable[LineEdit]) -> str:
@@ -150,7 +150,7 @@ def findings(path: Path, text: str, tree: ast.Module, code: str) -> Iterator[Fin
         if problem.code == code:
             yield Finding(code=code, severity=severity, message=problem.message,
                           related=problem.related, path=display_path(path), line=problem.line,
-                          col=problem.col, fix=UNSAFE if fix else None)
+                          col=problem.col, fix=Safety.UNSAFE if fix else None)
 
 
 def edits(path: Path, text: str, tree: ast.Module, code: str) -> Iterator[Edit]:
