@@ -20,7 +20,8 @@ import click
 from bnlint import __version__, baseline
 from bnlint.bench import render as render_bench
 from bnlint.bench.results import DEFAULTS as BENCH_DEFAULTS, MAX_STEPS, MIN_STEPS
-from bnlint.config import ConfigError, applying_per_file_ignores, load_config
+from bnlint.config import ConfigError, load_config
+from bnlint.suppressions import applying_per_file_ignores
 from bnlint.render import COLORS, FORMATS, render
 from bnlint.rules import RULES, Scope, UnknownRuleError, enabled_codes
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from bnlint.rules import Safety
+
+if TYPE_CHECKING:
+    from bnlint.edits import Edit
 
 
 class Instance(NamedTuple):
@@ -166,10 +169,13 @@ class Report:
 
 @dataclass(frozen=True)
 class Hit:
-    """What a graph rule yields: a finding before it has a model name and a source location.
+    """What every rule yields: a finding before it has a place in the user's code (and, for a
+    graph rule, a model name). The engine places it, drops it where a comment suppresses it,
+    and makes it a ``Finding``.
 
-    ``module`` and ``related`` are names inside the analysed graph; ``anchor`` is the graph
-    node whose source line the finding points at.
+    ``anchor`` is what the finding points at: for a graph rule, the graph node whose source line
+    it is (``module`` and ``related`` are names inside the analysed graph); for a script or run
+    rule, the ``source.Site`` in a file. ``edits`` is a script rule's fix: edits of the script.
     """
 
     code: str
@@ -178,3 +184,4 @@ class Hit:
     related: tuple[str, ...]
     anchor: Any
     fix: Safety | None = None
+    edits: tuple[Edit, ...] = ()

@@ -14,20 +14,23 @@ import weakref
 from collections.abc import Iterable
 from pathlib import Path
 
-from bnlint import config, notebook, source
+from bnlint import notebook, source
 from bnlint.edits import read_source
+from bnlint.engine import NO_RULE, analyse, finding, merge, run_hits, script_hits
 from bnlint.findings import Finding, ModelResult, Report
 from bnlint.inputs import Example, resolve
 from bnlint.load import LoadError, build, load, spec_path
-from bnlint.rules import RULES, Scope, enabled_codes, unused_suppression
+from bnlint.rules import RULES, Scope, enabled_codes
+from bnlint.suppressions import Usage
 
 
 def check_scripts(files: Iterable[Path], codes: set[str], on_script=None,
                   used: set | None = None) -> list[Finding]:
     """Run the enabled script rules (static: the files are parsed, never run). A notebook is
     checked as the script of its code cells, its findings placed in their cells.
-    ``on_script(path, text, tree)`` sees every file they read (the fixer gathers edits);
-    ``used`` collects the suppression comments that silenced a finding."""
+    ``on_script(path, hits)`` sees the hits of every file they read, each with the edits of
+    its fix (the fixer gathers them); ``used`` collects the suppression comments that silenced
+    a finding."""
     rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == Scope.SCRIPT]
     findings: list[Finding] = []
     if not rules:
@@ -39,13 +42,12 @@ def check_scripts(files: Iterable[Path], codes: set[str], on_script=None,
             tree = ast.parse(text, filename=str(path))
         except (OSError, UnicodeDecodeError, SyntaxError, RecursionError, notebook.NotANotebook):
             continue  # the loader reports unreadable files
+        hits = script_hits(rules, path, text, tree, used)
         if on_script is not None:
-            on_script(path, text, tree)
-        for rule in rules:
-            for finding in rule.implementation().check(path, text, tree):
-                if not config.is_suppressed(finding.code, str(path), finding.line, finding.line,
-                                            used):
-                    findings.append(script.place(finding) if script else finding)
+            on_script(path, hits)
+        for rule, hit in hits:
+            found = finding(rule, hit, hit.anchor)
+            findings.append(script.place(found) if script else found)
     return findings
 
 
@@ -87,12 +89,11 @@ def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare) 
         codes = {c for c in codes if RULES[c].scope != Scope.GRAPH}
     loaded = load(specs, exclude, import_models=any(RULES[c].scope == Scope.GRAPH for c in codes))
     results: list[ModelResult] = list(loaded.results)
-    usage = unused_suppression.Usage() if unused_suppression.CODE in codes else None
+    run_rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == Scope.RUN]
+    usage = Usage() if run_rules else None
     findings = check_scripts(loaded.files, codes, on_script, usage and usage.used)
     used: set[type] = set()  # classes some analysed model contains
     if loaded.candidates:
-        from bnlint.engine import analyse, merge
-
         model_findings: list[Finding] = []
         analysed = weakref.WeakSet()  # a factory returning a model named too is checked once
         for candidate in loaded.candidates:
@@ -109,7 +110,7 @@ def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare) 
                 found, result = analyse(model, candidate.spec, codes, example=example,
                                         used=usage and usage.used)
                 if usage and not result.opaque:
-                    usage.saw(model)
+                    usage.saw(source.built_by_call(model))
                 if note:
                     result.notes.append(note)
                 if on_model is not None:
@@ -122,17 +123,16 @@ def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare) 
             model_findings += found
             results.append(result)
             used.update(type(m) for m in model.modules())
-        findings += merge(model_findings)
+        findings += model_findings
     if usage:
-        findings += unused_suppression.check(usage, loaded.files, codes)
+        findings += [finding(rule, hit, hit.anchor)
+                     for rule, hit in run_hits(run_rules, usage, loaded.files, codes)]
+    findings = merge(findings)
     results += [r for cls, r in loaded.needs_arguments.items() if cls not in used]
     for result in results:
         result.path = result.path or spec_path(result.spec)
     return Report(findings=findings, models=results, rules=sorted(codes),
                   warnings=_unchecked(selected, codes, loaded.files, results))
-
-
-NO_RULE = "no rule ran: the selected rules, less the ignored ones, leave none"
 
 
 def _unchecked(selected: set[str], codes: set[str], files: list[Path],

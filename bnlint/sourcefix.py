@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bnlint import config, notebook, source
+from bnlint import notebook, source
 from bnlint.config import DEFAULT_EXCLUDE
 from bnlint.edits import (
     Edit,
@@ -56,9 +56,9 @@ from bnlint.edits import (
     unified_diff,
     write_atomic,
 )
-from bnlint.findings import Finding, Report
+from bnlint.findings import Finding, Hit, Report
 from bnlint.load import split_spec
-from bnlint.rules import RULES, Safety, Scope
+from bnlint.rules import RULES, Rule, Safety, Scope
 
 BN001, BN002, BN006, BN007, BN008 = "BN001", "BN002", "BN006", "BN007", "BN008"
 # the graph rules whose fix bnlint writes into the source, and what stays as it was in a
@@ -418,16 +418,12 @@ class SourceFixer:
             sites.append(site)
         return tuple(sites)
 
-    def visit_script(self, path: Path, text: str, tree: ast.Module) -> None:
+    def visit_script(self, path: Path, hits: list[tuple[Rule, Hit]]) -> None:
+        """Gather the edits of the script rules' fixes of one script: ``hits`` are the ones no
+        comment suppresses."""
         why = _editable(os.path.realpath(path), self.named)
-        for code in sorted(self.codes):
-            rule = RULES[code]
-            fixer = getattr(rule.implementation(), "fix", None) if rule.scope == Scope.SCRIPT else None
-            if fixer is None:
-                continue
-            for edit in fixer(path, text, tree):
-                if config.is_suppressed(edit.code, str(path), edit.start[0], edit.end[0]):
-                    continue
+        for _, hit in hits:
+            for edit in hit.edits:
                 if why is not None:
                     self.blocked_files[source.display_path(path)] = \
                         f"{source.display_path(path)} {why}"
