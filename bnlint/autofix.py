@@ -1,9 +1,10 @@
 """Model -> fixed model: the fixes of the enabled graph rules, applied to a traced copy.
 
 ``fix`` deep-copies the model, traces the copy as ``check`` traces a model, and hands every
-finding to its rule's ``fix(gm, hit)``. A fix that changes only module state (BN001: drop a
-bias, fold it into ``running_mean``) acts on the copy's own layers, so the fixed model keeps its
-class and its parameter names. A fix that rewires a forward (BN002) turns that part of the
+finding to its rule's ``fix(gm, hit)``. A fix that changes only module state (its rule module
+sets ``STATE_ONLY``; BN001: drop a bias, fold it into ``running_mean``) acts on the copy's own
+layers, so the fixed model keeps its class and its parameter names; it alone applies to a
+forward recorded on one path. A fix that rewires a forward (BN002) turns that part of the
 copy into a ``torch.fx.GraphModule`` that holds the same layers under the same names.
 
 (The module is not called ``fix``: importing ``bnlint.fix`` would then shadow the function.)
@@ -25,9 +26,6 @@ from bnlint.trace import Traced, Unit
 
 # A reorder can put a biased layer right before BatchNorm; a second round fixes that too.
 MAX_ROUNDS = 4
-# rules whose fix changes module state (parameters, buffers) and never the graph, so it holds
-# on every path through a forward, also one recorded on a single path
-STATE_ONLY = frozenset({"BN001", "BN007"})
 
 
 @dataclass(frozen=True)
@@ -132,7 +130,7 @@ class _Fixer:
                 return (f"`{name}` is also called in another traced part of the model (another "
                         "branch of a data-dependent forward, or a part traced on its own)")
         unit = self.traced.units[index]
-        if unit.dynamic and rule.code not in STATE_ONLY:
+        if unit.dynamic and not getattr(rule.implementation(), "STATE_ONLY", False):
             return ("its forward was recorded by running the example, one path through its "
                     "Python, so a rewritten graph cannot replace it")
         branched = unit.prefix in self.traced.branched

@@ -100,6 +100,12 @@ def is_user_file(filename: str) -> bool:
     return not _real_path(filename).startswith(_internal_dirs())
 
 
+def user_function(function) -> bool:
+    """Whether ``function`` (a forward, say) is defined in the user's code."""
+    code = getattr(function, "__code__", None)
+    return code is not None and is_user_file(code.co_filename)
+
+
 # --- construction sites --------------------------------------------------------------------
 
 _sites: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> Site

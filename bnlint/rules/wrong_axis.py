@@ -18,6 +18,7 @@ from bnlint import graph
 from bnlint.edits import Edit, offset, span_of
 from bnlint.findings import Hit
 from bnlint.rules import Safety
+from bnlint.rules.source_fixes import SourceFix, Target, call_at
 
 CODE = "BN006"
 _BATCHNORMS_1D = (nn.BatchNorm1d, nn.LazyBatchNorm1d, nn.SyncBatchNorm)
@@ -264,3 +265,36 @@ def source_edit(path: str, lines: list[str], call: ast.Call, size: int) -> Edit 
     start, end = span_of(call, lines)
     return Edit(path, start, end, f"{source(call.func.value)}.LayerNorm({', '.join(arguments)})",
                 CODE, Safety.UNSAFE, "LayerNorm over the features (retrain the model)")
+
+
+class _SourceFix(SourceFix):
+    """The call that built a BatchNorm1d the graph fix replaced with a LayerNorm builds
+    ``nn.LayerNorm(C)`` instead; a BatchNorm the graph fix wraps in transposes is described."""
+
+    kept = "it normalises its features already"
+
+    def from_fixed(self, model, name):
+        """The size of the LayerNorm that replaced the BatchNorm ``name`` (None: the fixed
+        model wraps it in transposes instead)."""
+        shape = getattr(model.get_submodule(name), "normalized_shape", None)
+        return shape[0] if shape else None
+
+    def target(self, fixer, spec, model, finding, site):
+        return Target(site, variant=fixer.fixed_variants.get((CODE, spec, finding.module)))
+
+    def edits(self, fixer, group, path, lines, tree):
+        sizes = group.variants
+        if None in sizes:
+            return ("the BatchNorm also normalises values with their features in dim 1, so the "
+                    "fixed model wraps its other calls in transpose(1, 2); do that in forward() "
+                    "by hand")
+        if len(sizes) != 1:
+            return "the call builds BatchNorms for values with different numbers of features"
+        call = call_at(tree, group.where)
+        if call is None:
+            return "the call is no longer where it was when the model was built"
+        edit = source_edit(path, lines, call, next(iter(sizes)))
+        return edit if isinstance(edit, str) else [edit]
+
+
+source_fix = _SourceFix()
