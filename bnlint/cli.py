@@ -364,7 +364,7 @@ def _paths_to_check(ctx: click.Context, paths, stdin_filename, settings, exclude
                     force_exclude: bool, quiet: bool) -> list[str]:
     """The specs to lint: ``paths``, less those --force-exclude skips, or a temporary copy of
     standard input standing in for ``stdin_filename``; a run left with none ends here."""
-    from bnlint import source
+    from bnlint import files
     from bnlint.load import force_excluded
 
     patterns = [*exclude, *settings.exclude]
@@ -377,7 +377,7 @@ def _paths_to_check(ctx: click.Context, paths, stdin_filename, settings, exclude
                        "check", err=True)
         sys.exit(EXIT_CLEAN)
     if stdin_filename:
-        return [str(ctx.with_resource(source.standing_in(text, stdin_filename)))]
+        return [str(ctx.with_resource(files.standing_in(text, stdin_filename)))]
     return kept
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bnlint import source, suppressions
+from bnlint.files import Site, display_path
 from bnlint.findings import Finding, Hit, Instance, ModelResult, Report
 from bnlint.inputs import Example, probe, resolve
 from bnlint.rules import RULES, Rule, Scope, enabled_codes
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 NO_RULE = "no rule ran: the selected rules, less the ignored ones, leave none"
 
 
-def locate(root: nn.Module, prefix: str, node: fx.Node) -> source.Site | None:
+def locate(root: nn.Module, prefix: str, node: fx.Node) -> Site | None:
     """Where the user's code made what ``node`` (in the piece of ``root`` at ``prefix``) runs:
     the construction of its module, or the line of its functional call."""
     if node.op == "call_module":
@@ -35,7 +36,7 @@ def locate(root: nn.Module, prefix: str, node: fx.Node) -> source.Site | None:
     return source.call_site(node.stack_trace, name.rstrip("_"))
 
 
-def _suppressed(rule: Rule, hit: Hit, site: source.Site | None, used: set | None) -> bool:
+def _suppressed(rule: Rule, hit: Hit, site: Site | None, used: set | None) -> bool:
     """Whether a comment on the lines of ``site``, or per-file-ignores, silence ``hit``. A rule
     of scope run judges the suppression comments themselves: only a comment that names it
     silences it, never a bare ``# noqa``."""
@@ -44,7 +45,7 @@ def _suppressed(rule: Rule, hit: Hit, site: source.Site | None, used: set | None
 
 
 def unsuppressed_hits(root: nn.Module, units: Iterable[Unit], rules: Iterable[Rule],
-                      used: set | None = None) -> Iterator[tuple[Rule, Hit, source.Site | None]]:
+                      used: set | None = None) -> Iterator[tuple[Rule, Hit, Site | None]]:
     """The hits of graph ``rules`` in traced pieces of ``root`` that nothing suppresses, with
     their place in the user's code. ``units`` may come from a copy of ``root``: names are the
     same. ``used`` collects the comments that suppressed one (``suppressions.is_suppressed``)."""
@@ -73,7 +74,7 @@ def run_hits(rules: Iterable[Rule], usage, files: list[Path],
             if not _suppressed(rule, hit, hit.anchor, None)]
 
 
-def finding(rule: Rule, hit: Hit, site: source.Site | None, model: str | None = None) -> Finding:
+def finding(rule: Rule, hit: Hit, site: Site | None, model: str | None = None) -> Finding:
     """The finding ``hit`` makes at ``site`` (in ``model``, for a graph rule)."""
     return Finding(
         code=hit.code,
@@ -82,7 +83,7 @@ def finding(rule: Rule, hit: Hit, site: source.Site | None, model: str | None = 
         model=model,
         module=hit.module,
         related=hit.related,
-        path=source.display_path(site.path) if site else None,
+        path=display_path(site.path) if site else None,
         line=site.line if site else None,
         col=site.col if site else None,
         fix=hit.fix,
@@ -91,7 +92,7 @@ def finding(rule: Rule, hit: Hit, site: source.Site | None, model: str | None = 
 
 def traced_with_input(model: nn.Module, example: Example | None, rules: list[Rule],
                       used: set | None = None
-                      ) -> tuple[Traced, list[tuple[Rule, Hit, source.Site | None]], Example | None]:
+                      ) -> tuple[Traced, list[tuple[Rule, Hit, Site | None]], Example | None]:
     """``model`` traced, the hits of ``rules`` in it, and the input it was traced with. Without
     an ``example``, a forward fx cannot follow makes bnlint probe for an input the model takes
     and record a run on it. A probed input is a guess that shows how layers connect, not the

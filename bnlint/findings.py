@@ -175,7 +175,7 @@ class Hit:
 
     ``anchor`` is what the finding points at: for a graph rule, the graph node whose source line
     it is (``module`` and ``related`` are names inside the analysed graph); for a script or run
-    rule, the ``source.Site`` in a file. ``edits`` is a script rule's fix: edits of the script.
+    rule, the ``files.Site`` in a file. ``edits`` is a script rule's fix: edits of the script.
     """
 
     code: str

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from bnlint import notebook, source
-from bnlint.edits import read_source
+from bnlint.files import forget_files, read_notebook, read_source
 from bnlint.engine import NO_RULE, analyse, finding, merge, run_hits, script_hits
 from bnlint.findings import Finding, ModelResult, Report
 from bnlint.inputs import Example, resolve
@@ -37,7 +37,7 @@ def check_scripts(files: Iterable[Path], codes: set[str], on_script=None,
         return findings
     for path in files:
         try:
-            script = notebook.read(path) if notebook.is_notebook(path) else None
+            script = read_notebook(path) if notebook.is_notebook(path) else None
             text = script.text if script else read_source(path)
             tree = ast.parse(text, filename=str(path))
         except (OSError, UnicodeDecodeError, SyntaxError, RecursionError, notebook.NotANotebook):
@@ -73,7 +73,7 @@ def lint_specs(specs: Iterable[str], *, select=None, ignore=None, exclude=(),
         found = resolve(model, example, input_shape=input_shape, homes=homes, probing=False)
         return model, note, found
 
-    source.forget_files()  # files read by an earlier run in this process may have changed
+    forget_files()  # files read by an earlier run in this process may have changed
     # The user's code may print while it is imported, built, run or traced: that goes to
     # stderr, so stdout holds only bnlint's report (which may be JSON or SARIF).
     with contextlib.redirect_stdout(sys.stderr):

@@ -33,17 +33,8 @@ from pathlib import Path
 
 from bnlint import notebook, source
 from bnlint.config import DEFAULT_EXCLUDE
-from bnlint.edits import (
-    Edit,
-    FileChanged,
-    apply_edits,
-    compatible,
-    moved_lines,
-    read_source,
-    split_lines,
-    unified_diff,
-    write_atomic,
-)
+from bnlint.edits import Edit, apply_edits, compatible, moved_lines, split_lines, unified_diff
+from bnlint.files import FileChanged, Site, display_path, forget_files, read_source, write_atomic
 from bnlint.findings import Finding, Hit, Report
 from bnlint.load import split_spec
 from bnlint.rules import RULES, Rule, Safety, Scope
@@ -97,7 +88,7 @@ class Plan:
     # whose layers its edits take parameters from (their old checkpoints need converting)
 
     def diff(self) -> str:
-        return "".join(unified_diff(source.display_path(path), before, after)
+        return "".join(unified_diff(display_path(path), before, after)
                        for path, (before, after) in self.changes.items())
 
     def write(self) -> None:
@@ -110,14 +101,14 @@ class Plan:
                 del self.changes[path]
                 self.resolves.pop(path, None)
                 self.debiased.pop(path, None)
-        source.forget_files()
+        forget_files()
 
     def remaining(self, report: Report, codes: set[str]) -> Report:
         """``report`` after ``write``: the findings the edits resolved move to ``fixed``, and
         the script rules have checked the edited files again."""
         from bnlint.lint import check_scripts
 
-        edited = {source.display_path(p): p for p in self.changes}
+        edited = {display_path(p): p for p in self.changes}
         resolved = set().union(*self.resolves.values()) if self.resolves else set()
         script = {c for c in codes if RULES[c].scope == Scope.SCRIPT}
         kept = [f for f in report.findings if finding_key(f) not in resolved
@@ -162,7 +153,7 @@ class Plan:
             line, col = group[0].start
             notes.append(Note(group[0].code, "not in this diff: it touches the same code as "
                               "another fix; --fix makes it after that one",
-                              source.display_path(group[0].path), line, col + 1))
+                              display_path(group[0].path), line, col + 1))
         return sorted(notes, key=lambda n: (n.path or "", n.line or 0, n.col or 0, n.code))
 
 
@@ -188,7 +179,7 @@ def _editable(path: str, named: list[Path]) -> str | None:
     if not any(resolved == root or root in resolved.parents for root in named):
         return ("was not named on the command line (name it, or a folder holding it, to let "
                 "bnlint edit it)")
-    relative = source.display_path(path)
+    relative = display_path(path)
     if os.path.isabs(relative):
         return "is outside the working directory"
     for part in Path(relative).parts[:-1]:
@@ -214,7 +205,7 @@ class Group:
 
     code: str
     safety: str
-    where: source.Site | Callable
+    where: Site | Callable
     attr: str = ""
     members: set[tuple[str, str]] = field(default_factory=set)  # (model spec, module name)
     keys: set[tuple] = field(default_factory=set)
@@ -223,7 +214,7 @@ class Group:
 
     @property
     def position(self) -> tuple:
-        if isinstance(self.where, source.Site):
+        if isinstance(self.where, Site):
             return self.where.path, self.where.line, self.where.col
         code = self.where.__code__
         return os.path.realpath(code.co_filename), code.co_firstlineno, 0
@@ -253,7 +244,7 @@ class SourceFixer:
         self.hidden_graph: list[str] = []  # codes of unsafe fixes bnlint.fix left out
         self.exposed = 0  # fixes bnlint.fix made only after another fix
         # construction site -> {(model spec, module name): class} of every module built there
-        self.built: dict[source.Site, dict[tuple[str, str], type]] = {}
+        self.built: dict[Site, dict[tuple[str, str], type]] = {}
         # a user-defined forward -> the (model spec, module name) of every module that runs it
         self.runs: dict[Callable, list[tuple[str, str]]] = {}
         self.groups: dict[tuple, Group] = {}  # (code, where, attr) -> the group
@@ -356,7 +347,7 @@ class SourceFixer:
         group.variants.add(target.variant)
         group.refused = group.refused or refused or target.refused
 
-    def built_types(self, site: source.Site) -> set[type]:
+    def built_types(self, site: Site) -> set[type]:
         """The classes of the modules built at ``site``, in every model seen."""
         return set(self.built.get(site, {}).values())
 
@@ -371,8 +362,8 @@ class SourceFixer:
         for _, hit in hits:
             for edit in hit.edits:
                 if why is not None:
-                    self.blocked_files[source.display_path(path)] = \
-                        f"{source.display_path(path)} {why}"
+                    self.blocked_files[display_path(path)] = \
+                        f"{display_path(path)} {why}"
                 elif edit.safety == Safety.SAFE or self.unsafe:
                     self.scripts.append((replace(edit, path=os.path.realpath(path)),))
                 else:
@@ -450,7 +441,7 @@ class SourceFixer:
         if group.refused:
             return group.refused
         rule_fix = source_fix(group.code)
-        if isinstance(group.where, source.Site):
+        if isinstance(group.where, Site):
             site = group.where
             others = [key for key in self.built.get(site, {}) if key not in group.members]
             what = rule_fix.kept
@@ -468,7 +459,7 @@ class SourceFixer:
             return f"the same {calls} also {verb} `{name}` (in {spec}){more}, where {what}"
         why = _editable(path, self.named)
         if why is not None:
-            return f"{source.display_path(path)} {why}"
+            return f"{display_path(path)} {why}"
         if path not in files:
             try:
                 text = read_source(path)
@@ -491,7 +482,7 @@ def source_fix(code: str) -> SourceFix | None:
 def _more_to_do(fixer: SourceFixer, plan: Plan, remaining: Report) -> bool:
     """Whether the edits made room for more fixes: ``bnlint.fix`` made some only after others,
     fixes clashed with each other, or the edited scripts have fixable findings again."""
-    edited = {source.display_path(p) for p in plan.changes}
+    edited = {display_path(p) for p in plan.changes}
     return bool(plan.changes) and bool(fixer.exposed or plan.deferred or any(
         (f.fix == Safety.SAFE or f.fix == Safety.UNSAFE and fixer.unsafe)
         and RULES[f.code].scope == Scope.SCRIPT

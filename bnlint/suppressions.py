@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bnlint.source import original_path, source_line
+from bnlint.files import original_path, source_line
 
 if TYPE_CHECKING:
     from bnlint.config import Config

@@ -177,6 +177,6 @@ def test_a_cell_with_a_string_source_maps_its_first_line(tmp_path):
     path = tmp_path / "one.ipynb"
     cell = {**code(""), "source": "import torch\nm = torch.nn.BatchNorm1d(4)\n"}
     path.write_text(json.dumps({"cells": [cell], "metadata": KERNEL}, indent=1))
-    assert file_line(path, 1, 1) == path.read_text().splitlines().index(
+    assert file_line(path.read_text(), 1, 1) == path.read_text().splitlines().index(
         '   "source": "import torch\\nm = torch.nn.BatchNorm1d(4)\\n"') + 1
-    assert file_line(path, 1, 2) is None
+    assert file_line(path.read_text(), 1, 2) is None

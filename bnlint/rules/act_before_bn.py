@@ -18,7 +18,8 @@ from bnlint.edits import Edit, callee_name, offset, span_of
 from bnlint.findings import Hit
 from bnlint.rules import Safety
 from bnlint.rules.source_fixes import SourceFix, Target, ast_span
-from bnlint.source import Site, recorded_site, user_function
+from bnlint.files import Site
+from bnlint.source import recorded_site, user_function
 
 CODE = "BN002"
 

@@ -13,7 +13,7 @@ from bnlint.rules.modes import verify
 from bnlint.rules.modes.events import INFERENCE, LineEdit, Problem, Use
 from bnlint.rules.modes.state import CALLER, EVAL, TRAIN, UNKNOWN
 from bnlint.rules.modes.vocabulary import SCRIPTING
-from bnlint.source import display_path
+from bnlint.files import display_path
 
 CODE = "BN003"
 EVENT = INFERENCE

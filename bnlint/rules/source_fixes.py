@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bnlint.edits import Edit, node_at
-from bnlint.source import Site
+from bnlint.files import Site
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import tokenize
 from collections.abc import Iterable
 from pathlib import Path
 
-from bnlint import source, suppressions
-from bnlint.edits import read_source
+from bnlint import suppressions
+from bnlint.files import Site, read_source, stand_in
 from bnlint.findings import Hit
 from bnlint.rules import RULES, Scope
 
@@ -58,7 +58,7 @@ def _comments(path: str) -> list[tuple[int, int, str]]:
     """``(line, col, text)`` of each comment of a file (never text inside a string); ``col``
     is 1-based, in characters."""
     try:
-        text = read_source(source.stand_in(path))
+        text = read_source(stand_in(path))
         tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
     except (OSError, UnicodeDecodeError, SyntaxError, tokenize.TokenError):
         return []
@@ -79,4 +79,4 @@ def _hit(path: str, line: int, col: int, directive: suppressions.Directive, unus
         advice = "Remove it." if every else (
             f"Remove {', '.join(unused + unknown)} from it.")
     return Hit(code=CODE, message=f"`{directive.text}`: {why}. {advice}", module=None,
-               related=(), anchor=source.Site(path, line, col, line, col))
+               related=(), anchor=Site(path, line, col, line, col))

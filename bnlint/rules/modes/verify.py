@@ -23,7 +23,7 @@ from bnlint.rules.modes.frames import TooComplex
 from bnlint.rules.modes.interpreter import Interpreter
 from bnlint.rules.modes.parsed import ParsedFile
 from bnlint.rules.modes.summaries import Summaries, for_script
-from bnlint.source import Site
+from bnlint.files import Site, read_notebook
 
 CACHED = 16
 
@@ -66,7 +66,7 @@ def _cell_lines(path: Path | None, text: str) -> Callable[[int], str] | None:
     if path is None or not notebook.is_notebook(path):
         return None
     try:
-        script = notebook.read(path)
+        script = read_notebook(path)
     except (OSError, ValueError):
         return None
     if script.text != text:
