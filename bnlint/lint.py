@@ -14,9 +14,8 @@ import weakref
 from collections.abc import Iterable
 from pathlib import Path
 
-from bnlint import notebook, source
+from bnlint import engine, notebook, source
 from bnlint.files import forget_files, read_notebook, read_source
-from bnlint.engine import NO_RULE, analyse, finding, merge, run_hits, script_hits
 from bnlint.findings import Finding, ModelResult, Report
 from bnlint.inputs import Example, resolve
 from bnlint.load import LoadError, build, load, spec_path
@@ -42,11 +41,11 @@ def check_scripts(files: Iterable[Path], codes: set[str], on_script=None,
             tree = ast.parse(text, filename=str(path))
         except (OSError, UnicodeDecodeError, SyntaxError, RecursionError, notebook.NotANotebook):
             continue  # the loader reports unreadable files
-        hits = script_hits(rules, path, text, tree, used)
+        hits = engine.script_hits(rules, path, text, tree, used)
         if on_script is not None:
             on_script(path, hits)
         for rule, hit in hits:
-            found = finding(rule, hit, hit.anchor)
+            found = engine.finding(rule, hit, hit.anchor)
             findings.append(script.place(found) if script else found)
     return findings
 
@@ -107,7 +106,7 @@ def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare) 
                 continue
             analysed.add(model)
             try:
-                found, result = analyse(model, candidate.spec, codes, example=example,
+                found, result = engine.analyse(model, candidate.spec, codes, example=example,
                                         used=usage and usage.used)
                 if usage and not result.opaque:
                     usage.saw(source.built_by_call(model))
@@ -125,9 +124,9 @@ def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare) 
             used.update(type(m) for m in model.modules())
         findings += model_findings
     if usage:
-        findings += [finding(rule, hit, hit.anchor)
-                     for rule, hit in run_hits(run_rules, usage, loaded.files, codes)]
-    findings = merge(findings)
+        findings += [engine.finding(rule, hit, hit.anchor)
+                     for rule, hit in engine.run_hits(run_rules, usage, loaded.files, codes)]
+    findings = engine.merge(findings)
     results += [r for cls, r in loaded.needs_arguments.items() if cls not in used]
     for result in results:
         result.path = result.path or spec_path(result.spec)
@@ -139,7 +138,7 @@ def _unchecked(selected: set[str], codes: set[str], files: list[Path],
                results: list[ModelResult]) -> list[str]:
     """Why the run checked nothing, if it did not: the user must not read silence as a pass."""
     if not selected:
-        return [NO_RULE]
+        return [engine.NO_RULE]
     if not codes:
         scripts = ", ".join(c for c in RULES if RULES[c].scope == Scope.SCRIPT)
         return [f"no rule ran: --static runs only the rules that read scripts ({scripts}), "

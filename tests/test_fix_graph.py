@@ -3,7 +3,6 @@ and in eval mode, after the running statistics have moved, and while training go
 
 import copy
 import importlib.util
-import sys
 
 import pytest
 import torch
@@ -11,61 +10,10 @@ from torch import fx, nn
 
 import bnlint
 from bnlint.autofix import CopyError
-from tests.conftest import FIXTURES
+from conftest import FIXTURES, assert_same_function, train
+from fixtures_models import fixture_module
 
-# float32 forward passes of the same function in a different order of operations
-TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread runs them fastest, and several threads on a busy
-    machine mostly wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def fixture_module(name: str):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, FIXTURES / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-def batch(shape, seed):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=generator)
-
-
-def train(model: nn.Module, shape, steps: int, seed: int = 0) -> None:
-    """A few SGD steps on random data: weights, biases and running statistics all move."""
-    model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    dtype = next(model.parameters()).dtype
-    for step in range(steps):
-        torch.manual_seed(seed + step)
-        out = model(batch(shape, seed + step).to(dtype) * 2 + 1)
-        loss = out.square().mean() + out.mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-
-def assert_same_function(original: nn.Module, fixed: nn.Module, shape, seed: int = 100) -> None:
-    """Same outputs in training mode (which also updates both running means) and then in eval
-    mode, on data whose per-channel mean is far from zero."""
-    x = batch(shape, seed) * 3 + 2
-    for mode in (True, False):
-        original.train(mode)
-        fixed.train(mode)
-        torch.manual_seed(seed)
-        expected = original(x)
-        torch.manual_seed(seed)
-        torch.testing.assert_close(fixed(x), expected, **TOLERANCE)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fixed_after_training(model, shape, **options):
