@@ -12,8 +12,8 @@ rule that reads scripts. It is checked with `bnlint --select CODE`:
   a case without one must come out of --fix unchanged.
 
 A folder for a new rule is collected as it is; a folder that names no registered rule is an
-error. (These folders are packages so that this file does not shadow ``tests/conftest.py``
-and the rules' test modules never share a name on ``sys.path`` with a case.)
+error. (This folder is a package so that this file does not shadow ``tests/conftest.py``; a
+rule's test modules are named after it, ``test_bn001*.py``, so that no two share a name.)
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ EXPECT = re.compile(r"#\s*expect:\s*([A-Z]+[0-9]+(?:\s*,\s*[A-Z]+[0-9]+)*)")
 
 def pytest_collect_file(file_path: Path, parent):
     if (file_path.suffix == ".py" and file_path.parent.parent == HERE
-            and file_path.name != "__init__.py" and not file_path.name.startswith("test_")):
+            and not file_path.name.startswith("test_")):
         return CaseFile.from_parent(parent, path=file_path)
     return None
 
