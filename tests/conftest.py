@@ -3,6 +3,7 @@
 
 import importlib.util
 import itertools
+import json
 import os
 import sys
 import textwrap
@@ -155,3 +156,26 @@ def shaped_graph(model, *example):
         ShapeProp(unit.gm).propagate(*example)
     model.train(training)
     return unit.gm
+
+
+# --- notebooks ---------------------------------------------------------------------------------
+
+KERNEL = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+          "language_info": {"name": "python", "version": "3.11.7"}}
+
+
+def code_cell(source: str, outputs=(), count=None, **metadata) -> dict:
+    return {"cell_type": "code", "execution_count": count, "metadata": metadata,
+            "outputs": list(outputs), "source": source.splitlines(keepends=True)}
+
+
+def markdown_cell(source: str) -> dict:
+    return {"cell_type": "markdown", "metadata": {}, "source": source.splitlines(keepends=True)}
+
+
+def write_notebook(path, *cells, metadata=KERNEL) -> str:
+    """A notebook as Jupyter writes it (one-space indent, non-ASCII kept)."""
+    text = json.dumps({"cells": list(cells), "metadata": metadata, "nbformat": 4,
+                       "nbformat_minor": 5}, indent=1, ensure_ascii=False) + "\n"
+    path.write_text(text, encoding="utf-8")
+    return text
