@@ -14,38 +14,39 @@ import weakref
 from collections.abc import Iterable
 from pathlib import Path
 
-from bnlint import config, notebook, source
-from bnlint.edits import read_source
+from bnlint import engine, notebook, source
+from bnlint.files import forget_files, read_notebook, read_source
 from bnlint.findings import Finding, ModelResult, Report
 from bnlint.inputs import Example, resolve
 from bnlint.load import LoadError, build, load, spec_path
-from bnlint.rules import GRAPH, RULES, SCRIPT, enabled_codes, unused_suppression
+from bnlint.rules import RULES, Scope, enabled_codes
+from bnlint.suppressions import Usage
 
 
 def check_scripts(files: Iterable[Path], codes: set[str], on_script=None,
                   used: set | None = None) -> list[Finding]:
     """Run the enabled script rules (static: the files are parsed, never run). A notebook is
     checked as the script of its code cells, its findings placed in their cells.
-    ``on_script(path, text, tree)`` sees every file they read (the fixer gathers edits);
-    ``used`` collects the suppression comments that silenced a finding."""
-    rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == SCRIPT]
+    ``on_script(path, hits)`` sees the hits of every file they read, each with the edits of
+    its fix (the fixer gathers them); ``used`` collects the suppression comments that silenced
+    a finding."""
+    rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == Scope.SCRIPT]
     findings: list[Finding] = []
     if not rules:
         return findings
     for path in files:
         try:
-            script = notebook.read(path) if notebook.is_notebook(path) else None
+            script = read_notebook(path) if notebook.is_notebook(path) else None
             text = script.text if script else read_source(path)
             tree = ast.parse(text, filename=str(path))
         except (OSError, UnicodeDecodeError, SyntaxError, RecursionError, notebook.NotANotebook):
             continue  # the loader reports unreadable files
+        hits = engine.script_hits(rules, path, text, tree, used)
         if on_script is not None:
-            on_script(path, text, tree)
-        for rule in rules:
-            for finding in rule.implementation().check(path, text, tree):
-                if not config.is_suppressed(finding.code, str(path), finding.line, finding.line,
-                                            used):
-                    findings.append(script.place(finding) if script else finding)
+            on_script(path, hits)
+        for rule, hit in hits:
+            found = engine.finding(rule, hit, hit.anchor)
+            findings.append(script.place(found) if script else found)
     return findings
 
 
@@ -71,7 +72,7 @@ def lint_specs(specs: Iterable[str], *, select=None, ignore=None, exclude=(),
         found = resolve(model, example, input_shape=input_shape, homes=homes, probing=False)
         return model, note, found
 
-    source.forget_files()  # files read by an earlier run in this process may have changed
+    forget_files()  # files read by an earlier run in this process may have changed
     # The user's code may print while it is imported, built, run or traced: that goes to
     # stderr, so stdout holds only bnlint's report (which may be JSON or SARIF).
     with contextlib.redirect_stdout(sys.stderr):
@@ -84,15 +85,14 @@ def lint_specs(specs: Iterable[str], *, select=None, ignore=None, exclude=(),
 def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare) -> Report:
     selected = codes = enabled_codes(select, ignore)
     if static:
-        codes = {c for c in codes if RULES[c].scope != GRAPH}
-    loaded = load(specs, exclude, import_models=any(RULES[c].scope == GRAPH for c in codes))
+        codes = {c for c in codes if RULES[c].scope != Scope.GRAPH}
+    loaded = load(specs, exclude, import_models=any(RULES[c].scope == Scope.GRAPH for c in codes))
     results: list[ModelResult] = list(loaded.results)
-    usage = unused_suppression.Usage() if unused_suppression.CODE in codes else None
+    run_rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == Scope.RUN]
+    usage = Usage() if run_rules else None
     findings = check_scripts(loaded.files, codes, on_script, usage and usage.used)
     used: set[type] = set()  # classes some analysed model contains
     if loaded.candidates:
-        from bnlint.engine import analyse, merge
-
         model_findings: list[Finding] = []
         analysed = weakref.WeakSet()  # a factory returning a model named too is checked once
         for candidate in loaded.candidates:
@@ -106,10 +106,10 @@ def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare) 
                 continue
             analysed.add(model)
             try:
-                found, result = analyse(model, candidate.spec, codes, example=example,
+                found, result = engine.analyse(model, candidate.spec, codes, example=example,
                                         used=usage and usage.used)
                 if usage and not result.opaque:
-                    usage.saw(model)
+                    usage.saw(source.built_by_call(model))
                 if note:
                     result.notes.append(note)
                 if on_model is not None:
@@ -122,9 +122,11 @@ def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare) 
             model_findings += found
             results.append(result)
             used.update(type(m) for m in model.modules())
-        findings += merge(model_findings)
+        findings += model_findings
     if usage:
-        findings += unused_suppression.check(usage, loaded.files, codes)
+        findings += [engine.finding(rule, hit, hit.anchor)
+                     for rule, hit in engine.run_hits(run_rules, usage, loaded.files, codes)]
+    findings = engine.merge(findings)
     results += [r for cls, r in loaded.needs_arguments.items() if cls not in used]
     for result in results:
         result.path = result.path or spec_path(result.spec)
@@ -132,21 +134,18 @@ def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare) 
                   warnings=_unchecked(selected, codes, loaded.files, results))
 
 
-NO_RULE = "no rule ran: the selected rules, less the ignored ones, leave none"
-
-
 def _unchecked(selected: set[str], codes: set[str], files: list[Path],
                results: list[ModelResult]) -> list[str]:
     """Why the run checked nothing, if it did not: the user must not read silence as a pass."""
     if not selected:
-        return [NO_RULE]
+        return [engine.NO_RULE]
     if not codes:
-        scripts = ", ".join(c for c in RULES if RULES[c].scope == SCRIPT)
+        scripts = ", ".join(c for c in RULES if RULES[c].scope == Scope.SCRIPT)
         return [f"no rule ran: --static runs only the rules that read scripts ({scripts}), "
                 "and none of them is selected"]
     if any(r.status == "ok" for r in results):
         return []
-    if files and any(RULES[c].scope == SCRIPT for c in codes):
+    if files and any(RULES[c].scope == Scope.SCRIPT for c in codes):
         return []
     if not files and not results:
         return ["nothing was checked: no Python file was found in the paths given"]

@@ -803,10 +803,10 @@ def test_cli_bench_a_safe_and_an_unsafe_fix_are_trained(tmp_path):
 
 
 def test_fix_safety_comes_from_the_registry():
-    from bnlint.rules import RULES
+    from bnlint.rules import RULES, Safety
 
     assert {code for code in RULES if bench.safe_fix(code)} == {
-        code for code, rule in RULES.items() if rule.fix == "safe"}
+        code for code, rule in RULES.items() if rule.fix is Safety.SAFE} == {"BN001"}
 
 
 def test_cli_bench_init_scale_and_quick_in_json():

@@ -322,10 +322,9 @@ def _samples(data, n: int):
 def safe_fix(code: str) -> bool:
     """Whether the registry says the fix of rule ``code`` keeps the function the model
     computes."""
-    from bnlint.findings import SAFE
-    from bnlint.rules import RULES
+    from bnlint.rules import RULES, Safety
 
-    return RULES[code].fix == SAFE
+    return RULES[code].fix is Safety.SAFE
 
 
 def mode_check(model: nn.Module, *, batch_size: int = 32, lr: float | None = None,
