@@ -159,10 +159,10 @@ def _half_the_memory() -> int | None:
 
 
 @contextlib.contextmanager
-def _progress(files: int, verbose: bool, stream: bool) -> Iterator[workers.Watch]:
+def _progress(files: int, verbose: bool, stream) -> Iterator[workers.Watch]:
     """What a repository run shows while it goes: on a terminal, a bar on stderr (files and
-    models done, the model being checked); with ``verbose``, each model as it finishes; with
-    ``stream``, each finding written to the output file as it is found."""
+    models done, the model being checked); with ``verbose``, each model as it finishes; each
+    finding written to ``stream`` (the output file) as it is found."""
     done = {"files": 0, "models": 0}
 
     def say(line: str) -> None:
@@ -184,17 +184,20 @@ def _progress(files: int, verbose: bool, stream: bool) -> Iterator[workers.Watch
                 result.status, f"{result.status}: {result.reason}")
             say(f"{result.spec}: {what} ({len(findings)} finding{'s' * (len(findings) != 1)},"
                 f" {seconds:.1f} s)")
-        if stream:
+        found(findings)
+
+    def found(findings) -> None:
+        if stream is not None:
             for finding in findings:
-                write_jsonl(finding, sys.stdout)
-            sys.stdout.flush()
+                write_jsonl(finding, stream)
+            stream.flush()
 
     def unit_done() -> None:
         done["files"] += 1
         if bar is not None:
             bar.update(task, completed=done["files"])
 
-    watch = workers.Watch(begin, finished, unit_done)
+    watch = workers.Watch(begin, finished, unit_done, found)
     if not (files and sys.stderr.isatty()):
         bar = None
         yield watch
@@ -695,7 +698,8 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
         fixer = SourceFixer(enabled_codes(select, ignore), unsafe=unsafe_fixes, named=paths,
                             save_to=save_fixed, graph_fix=fixing)
         units = [] if in_process or static else workers.units(paths, list(exclude) + settings.exclude)
-        with _progress(len(units), verbose, fmt == "jsonl" and output_file is not None) as watch:
+        stream = sys.stdout if fmt == "jsonl" and output_file is not None else None
+        with _progress(len(units), verbose, stream) as watch:
             pool = None if len(units) < 2 and not (jobs or 1) > 1 else workers.Workers(
                 jobs or min(os.cpu_count() or 1, len(units)), timeout=model_timeout,
                 memory=model_memory or _half_the_memory(), example=given,

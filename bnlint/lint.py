@@ -188,7 +188,7 @@ def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare, 
         units = workers.units(specs, exclude)
         results = [r for r in loaded.results if r.spec not in units]
         findings = check_scripts(loaded.files, codes, on_script, usage and usage.used)
-        checked = workers.check(units, codes, usage, exclude, one_per_class)
+        checked = workers.check(units, codes, usage, exclude, one_per_class, findings)
     else:
         loaded = load(specs, exclude, import_models=import_models)
         results = list(loaded.results)

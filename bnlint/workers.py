@@ -129,11 +129,13 @@ class Outcome:
 class Watch:
     """What a run shows while it goes: ``begin(spec)`` when a worker starts on a model,
     ``finished(spec, results, findings, seconds)`` when its outcome is in, ``unit_done()``
-    when a unit has no model left. Each does nothing unless given."""
+    when a unit has no model left, ``found(findings)`` when the script rules found some (in
+    this process, before the workers start). Each does nothing unless given."""
 
     begin: object = None
     finished: object = None
     unit_done: object = None
+    found: object = None
 
 
 class _Described:
@@ -160,9 +162,13 @@ class Workers:
 
     units = staticmethod(units)
 
-    def check(self, units: list[str], codes: set[str], usage, exclude, one_per_class: bool):
+    def check(self, units: list[str], codes: set[str], usage, exclude, one_per_class: bool,
+              findings: list[Finding] = ()):
         """Every unit's models checked, put together in the order of ``units``; ``usage``
-        (BN900's record) and the fix planner take in what the workers saw."""
+        (BN900's record) and the fix planner take in what the workers saw. ``findings``, the
+        script rules', are shown as found before the models' (``Watch.found``)."""
+        if self.watch.found:
+            self.watch.found(findings)
         setup = Setup(set(codes), list(exclude), one_per_class, self.example, self.input_shape,
                       self.fixer.again() if self.fixer is not None else None, self.settings,
                       source.stand_ins(), usage is not None)
