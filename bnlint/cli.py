@@ -697,7 +697,8 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
         # every run plans the source fixes: the hints count only what --fix would change
         fixer = SourceFixer(enabled_codes(select, ignore), unsafe=unsafe_fixes, named=paths,
                             save_to=save_fixed, graph_fix=fixing)
-        units = [] if in_process or static else workers.units(paths, list(exclude) + settings.exclude)
+        units = [] if in_process or static else workers.units(
+            paths, list(exclude) + settings.exclude)
         stream = sys.stdout if fmt == "jsonl" and output_file is not None else None
         with _progress(len(units), verbose, stream) as watch:
             pool = None if len(units) < 2 and not (jobs or 1) > 1 else workers.Workers(
@@ -722,7 +723,7 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
             _generate_baseline(report, generate_baseline, quiet)
         if baseline_file or settings.baseline:
             report = baseline.apply(report, baseline_file or settings.baseline)
-    except (ConfigError, UnknownRuleError, baseline.BaselineError) as exc:
+    except (ConfigError, UnknownRuleError, baseline.BaselineError, workers.WorkerError) as exc:
         click.echo(f"bnlint: error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:

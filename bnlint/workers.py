@@ -19,6 +19,7 @@ import gc
 import multiprocessing
 import os
 import re
+import signal
 import sys
 import time
 from collections import deque
@@ -148,6 +149,10 @@ class _Described:
         return self.text
 
 
+class WorkerError(Exception):
+    """The workers cannot run at all (one died before it could take a model)."""
+
+
 class Workers:
     """``lint_specs(workers=...)``: analyse the models in ``jobs`` worker processes under
     ``timeout`` seconds and ``memory`` bytes of resident set each (None: no limit)."""
@@ -175,7 +180,8 @@ class Workers:
         done = _Pool(self, setup, units).run()
         checked = Checked()
         for unit in done:
-            checked.add(unit.loaded)
+            if unit.loaded is not None:
+                checked.add(unit.loaded)
         for unit in done:
             for index in sorted(unit.models):
                 outcome = unit.models[index]
@@ -309,6 +315,8 @@ class _Pool:
         importing it; else the model), and the unit's next models go to a fresh worker."""
         worker.stop()
         self.pool.remove(worker)
+        if not worker.ready:
+            raise WorkerError(f"a worker process could not start: {why}")
         if worker.unit is None:
             return
         unit = self.units[worker.unit]
@@ -341,9 +349,11 @@ def _died(process) -> str:
 def _serve(conn, setup: Setup) -> None:
     """A worker: import what every model needs, then check the units the parent sends."""
     os.dup2(2, 1)  # what the user's code prints goes to stderr, as in a run in one process
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which ends us
     from bnlint import config
 
-    import torch  # noqa: F401 - once, before the first model's clock starts
+    with contextlib.suppress(ImportError):  # without torch, each file's import says so
+        import torch  # noqa: F401 - once, before the first model's clock starts
 
     prepare = preparer(setup.example, setup.input_shape, weights=False)
     with contextlib.ExitStack() as stack:
