@@ -701,8 +701,9 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
             paths, list(exclude) + settings.exclude)
         stream = sys.stdout if fmt == "jsonl" and output_file is not None else None
         with _progress(len(units), verbose, stream) as watch:
-            pool = None if len(units) < 2 and not (jobs or 1) > 1 else workers.Workers(
-                jobs or min(os.cpu_count() or 1, len(units)), timeout=model_timeout,
+            model_files = sum(map(workers.defines_models, units))
+            pool = None if model_files < 2 and not (jobs or 1) > 1 else workers.Workers(
+                jobs or min(os.cpu_count() or 1, model_files), timeout=model_timeout,
                 memory=model_memory or _half_the_memory(), example=given,
                 input_shape=input_shape, fixer=fixer, settings=settings, watch=watch)
             # fold on the first lint only: --fix lints again, and a folder is never written twice

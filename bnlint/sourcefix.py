@@ -366,7 +366,14 @@ class SourceFixer:
         stand-ins that name where they are defined, for a worker process to send to the run's
         fixer (``absorb``)."""
         other = self.again()
-        other.built = {site: {key: _ClassAt.of(cls) for key, cls in modules.items()}
+        classes: dict[type, _ClassAt] = {}  # one stand-in per class: a model has few
+
+        def stand_in(cls: type) -> _ClassAt:
+            if cls not in classes:
+                classes[cls] = _ClassAt.of(cls)
+            return classes[cls]
+
+        other.built = {site: {key: stand_in(cls) for key, cls in modules.items()}
                        for site, modules in self.built.items()}
         other.runs = {_FunctionAt.of(f): list(keys) for f, keys in self.runs.items()}
         other.groups = {(code, _FunctionAt.of(where), attr):

@@ -14,6 +14,7 @@ the order of the units, so the report is the same whatever the number of jobs.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import gc
 import multiprocessing
@@ -32,7 +33,7 @@ from bnlint import source
 from bnlint.edits import read_source
 from bnlint.findings import Finding, ModelResult
 from bnlint.lint import Checked, SameModel, check_model, preparer
-from bnlint.load import MODEL_HINTS, python_files, split_spec
+from bnlint.load import MODEL_HINTS, python_files, runs_code_on_import, split_spec
 
 POLL = 0.1  # seconds between two looks at the workers' clocks and resident sets
 DEFAULT_TIMEOUT = 300.0
@@ -96,6 +97,17 @@ def units(specs: Iterable[str], exclude: Iterable[str] = ()) -> list[str]:
             if any(hint in text for hint in MODEL_HINTS):
                 found[str(file)] = None
     return list(found)
+
+
+def defines_models(unit: str) -> bool:
+    """Whether a unit may give models to check: a spec with an expression, or a file that is
+    not a script (one that does work on import is never imported)."""
+    if split_spec(unit)[1] is not None:
+        return True
+    try:
+        return runs_code_on_import(ast.parse(read_source(unit))) is None
+    except (OSError, UnicodeDecodeError, SyntaxError, RecursionError):
+        return True  # its worker reports why it cannot be read
 
 
 @dataclass
