@@ -177,11 +177,11 @@ def render_text(report: Report, out: TextIO, *, verbose: bool = False, color: st
         counts.append(f"[red]{s['models_failed']} failed[/]")
     if report.baselined:
         counts.append(f"{_plural(report.baselined, 'finding')} hidden by the baseline")
-    console.print(f"{_head(report)} ({', '.join(counts)}).")
     by_file = s["models_by_file"]
     if len(by_file) > 1:
         console.print("Models checked per file: " + escape(", ".join(
             f"{path} {count}" for path, count in by_file.items())) + ".")
+    console.print(f"{_head(report)} ({', '.join(counts)}).")
     if fixed is not None:
         return  # the fix run itself says what it could not fix
     unsafe = s["unsafe_fixable"]
