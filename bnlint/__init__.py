@@ -1,7 +1,7 @@
 """bnlint: find and fix BatchNorm mistakes in PyTorch models.
 
 The public API is ``check``, ``fix``, ``fold``, ``convert_checkpoint``, ``benchmark``,
-``guard``, ``Finding``, ``Report`` and ``Example`` (a forward's input for
+``guard``, ``freeze_batchnorm``, ``Finding``, ``Report`` and ``Example`` (a forward's input for
 ``check(model, example=...)``: positional arguments, keyword arguments, and where they came
 from). Importing bnlint does not import torch; the functions that need it load it on first use.
 """
@@ -14,11 +14,12 @@ from bnlint.findings import Finding, ModelResult, Report
 
 __version__ = "0.1.0"
 __all__ = ["Example", "Finding", "ModelResult", "Report", "benchmark", "check",
-           "convert_checkpoint", "fix", "fold", "guard", "__version__"]
+           "convert_checkpoint", "fix", "fold", "freeze_batchnorm", "guard", "__version__"]
 
 _LAZY = {"check": "bnlint.engine", "fix": "bnlint.autofix", "guard": "bnlint.mode_guard",
          "benchmark": "bnlint.bench", "Example": "bnlint.inputs",
-         "convert_checkpoint": "bnlint.checkpoint", "fold": "bnlint.folding"}
+         "convert_checkpoint": "bnlint.checkpoint", "fold": "bnlint.folding",
+         "freeze_batchnorm": "bnlint.mode_guard"}
 
 if TYPE_CHECKING:
     from bnlint.autofix import fix
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from bnlint.engine import check
     from bnlint.folding import fold
     from bnlint.inputs import Example
-    from bnlint.mode_guard import guard
+    from bnlint.mode_guard import freeze_batchnorm, guard
 
 
 def __getattr__(name: str):

@@ -1,15 +1,22 @@
-"""A runtime guard for BatchNorm's mode: ``bnlint.guard(model)``.
+"""A runtime guard for BatchNorm's mode, ``bnlint.guard(model)``, and
+``bnlint.freeze_batchnorm(module)``, which keeps frozen BatchNorm layers in eval mode.
 
-It hooks every BatchNorm layer of the model and reports, as a warning or an error,
+The guard hooks every BatchNorm layer of the model and reports, as a warning or an error,
 
 * inference in training mode: a BatchNorm layer in training mode runs while autograd is
   disabled (``torch.no_grad()``, ``torch.inference_mode()``), so it normalises with the batch's
   statistics and overwrites its running averages;
 * a batch of one: a BatchNorm layer in training mode gets a single sample, so its batch
-  statistics come from that one sample (with one value per channel torch raises instead).
+  statistics come from that one sample (with one value per channel torch raises instead);
+* frozen BatchNorm in training mode: a layer whose affine parameters are all frozen
+  (``requires_grad=False``) runs in training mode, with autograd on, on an input that needs no
+  gradient (nothing before it is trained): it keeps updating its running statistics while its
+  weights stay fixed. (A discriminator frozen for a GAN's generator update gets an input that
+  needs a gradient, and is not reported.)
 
 Re-estimating the statistics on purpose (a forward pass in training mode under no_grad, as after
-weight averaging) is done inside ``with g.recalibrating():``, where the first check is off.
+weight averaging, or of frozen layers) is done inside ``with g.recalibrating():``, where the
+first and last checks are off.
 """
 
 from __future__ import annotations
@@ -99,7 +106,17 @@ class Guard:
     def _check(self, layer: nn.Module, args: tuple) -> None:
         if not layer.training:
             return
-        if (not torch.is_grad_enabled() and not self._recalibrating
+        x = args[0] if args else None
+        grad = torch.is_grad_enabled()
+        if grad and not self._recalibrating and _frozen(layer, x):
+            self._report("frozen", (
+                f"BatchNorm layer `{self.names[layer]}` ran in training mode with its affine "
+                "parameters frozen (requires_grad=False): it keeps updating its running "
+                "statistics from every batch while its weights stay fixed. Keep frozen "
+                "BatchNorm layers in eval mode (bnlint.freeze_batchnorm(module) keeps them "
+                "there through later .train() calls); to update their statistics on purpose, "
+                "run inside `with guard.recalibrating():`."))
+        if (not grad and not self._recalibrating
                 and layer.running_mean is not None):
             how = "torch.inference_mode()" if torch.is_inference_mode_enabled() \
                 else "torch.no_grad()"
@@ -109,7 +126,6 @@ class Guard:
                 "statistics and overwrites the running averages. Call model.eval() before "
                 "inference; to re-estimate the statistics on purpose, run inside "
                 "`with guard.recalibrating():`."))
-        x = args[0] if args else None
         if isinstance(x, torch.Tensor) and x.dim() >= 2 and x.shape[0] == 1:
             shape = list(x.shape)
             if x[0, 0].numel() == 1:
@@ -146,9 +162,55 @@ class Guard:
         return 1
 
 
+def _frozen(layer: nn.Module, x) -> bool:
+    """Whether a layer keeping running statistics has affine parameters, all frozen, and its
+    input needs no gradient."""
+    parameters = layer._parameters  # read directly: this runs on every training forward
+    weight, bias = parameters.get("weight"), parameters.get("bias")
+    return (weight is not None and not weight.requires_grad
+            and (bias is None or not bias.requires_grad) and layer.running_mean is not None
+            and isinstance(x, torch.Tensor) and not x.requires_grad)
+
+
+class _KeptInEval:
+    """A frozen BatchNorm layer's ``train``: whatever mode is asked for, the layer stays in
+    eval mode. (A class, not a closure, so that the layer still copies and pickles.)"""
+
+    def __init__(self, layer: nn.Module):
+        self.layer = layer
+
+    def __call__(self, mode: bool = True) -> nn.Module:
+        if not isinstance(mode, bool):
+            raise ValueError("training mode is expected to be boolean")
+        self.layer.training = False
+        return self.layer
+
+
+def freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """Freeze every BatchNorm layer of ``module`` (the module itself, if it is one), in place:
+    its affine parameters stop requiring gradients, and it is put in eval mode and kept there
+    through later ``.train()`` calls on it or on any module holding it, so that it normalises
+    with its running statistics and never updates them. Returns ``module``.
+
+    The other layers are left as they are: freeze their parameters yourself where they should
+    not train. Models saved whole (``torch.save(model)``) need bnlint to load again; a
+    ``state_dict`` is unchanged."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"freeze_batchnorm() takes a torch.nn.Module, not "
+                        f"{type(module).__name__}")
+    for layer in module.modules():
+        if isinstance(layer, _BatchNorm):
+            for parameter in layer.parameters(recurse=False):
+                parameter.requires_grad_(False)
+            layer.train = _KeptInEval(layer)
+            layer.training = False
+    return module
+
+
 def guard(model: nn.Module, action: str = "warn") -> Guard:
-    """Watch every BatchNorm layer of ``model`` for inference in training mode and for batches
-    of one sample in training mode; ``action`` is ``"warn"`` (a ``BatchNormModeWarning``) or
+    """Watch every BatchNorm layer of ``model`` for inference in training mode, for batches
+    of one sample in training mode, and for layers with frozen parameters in training mode
+    (see the module's docstring); ``action`` is ``"warn"`` (a ``BatchNormModeWarning``) or
     ``"raise"`` (a ``BatchNormModeError``).
 
     Returns a handle: call ``.remove()`` to stop, or use it as a context manager::

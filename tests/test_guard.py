@@ -1,5 +1,7 @@
-"""bnlint.guard: catching inference in training mode and batches of one at run time."""
+"""bnlint.guard: catching inference in training mode, batches of one and frozen BatchNorm in
+training mode at run time; bnlint.freeze_batchnorm."""
 
+import copy
 import warnings
 
 import pytest
@@ -135,3 +137,106 @@ def test_bad_arguments():
         bnlint.guard(nn.BatchNorm1d(4), action="log")
     with pytest.raises(TypeError, match="takes a torch.nn.Module, not dict"):
         bnlint.guard({})
+
+
+def frozen_backbone():
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                             nn.Conv2d(8, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return backbone.requires_grad_(False), nn.Linear(8, 2)
+
+
+def test_reports_frozen_batchnorm_in_a_training_forward_once_per_pass():
+    backbone, head = frozen_backbone()
+    model = nn.Sequential(backbone, head).train()
+    with bnlint.guard(model):
+        [message] = reports(lambda: model(images()).sum().backward())
+    assert message.startswith("BatchNorm layer `0.1` ran in training mode with its affine "
+                              "parameters frozen (requires_grad=False)")
+    assert "bnlint.freeze_batchnorm(module)" in message
+    with bnlint.guard(model, action="raise"), pytest.raises(BatchNormModeError, match="frozen"):
+        model(images())
+
+
+@pytest.mark.parametrize("case", ["trainable", "bias trainable", "eval", "no_grad",
+                                  "recalibrating", "input needs a gradient", "no affine"])
+def test_silent_where_frozen_batchnorm_is_no_mistake(case):
+    backbone, head = frozen_backbone()
+    backbone.train()
+    x = images()
+    if case == "trainable":
+        backbone.requires_grad_(True)
+    elif case == "bias trainable":
+        backbone[1].bias.requires_grad_(True)
+        backbone[4].bias.requires_grad_(True)
+    elif case == "eval":
+        backbone.eval()
+    elif case == "input needs a gradient":  # a discriminator during the generator's update
+        x.requires_grad_(True)
+    elif case == "no affine":
+        backbone[1] = nn.BatchNorm2d(8, affine=False)
+        backbone[4] = nn.BatchNorm2d(8, affine=False)
+    with bnlint.guard(backbone, action="raise") as guard:
+        with torch.set_grad_enabled(case != "no_grad"):
+            if case == "recalibrating":
+                with guard.recalibrating():
+                    backbone(x)
+            elif case != "no_grad":
+                head(backbone(x)).sum().backward()
+
+
+def test_a_gan_step_freezing_the_discriminator_for_the_generator_is_silent():
+    torch.manual_seed(0)
+    generator = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+    discriminator = nn.Sequential(nn.Linear(2, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1))
+    with bnlint.guard(generator, action="raise"), bnlint.guard(discriminator, action="raise"):
+        discriminator.requires_grad_(False)
+        discriminator(generator(torch.randn(6, 4))).mean().backward()
+        discriminator.requires_grad_(True)
+        discriminator(generator(torch.randn(6, 4)).detach()).mean().backward()
+
+
+def test_freeze_batchnorm_keeps_batchnorm_in_eval_mode_through_train():
+    backbone, head = frozen_backbone()
+    backbone.requires_grad_(True)
+    model = nn.Sequential(backbone, head)
+    stats = [(m.running_mean.clone(), m.running_var.clone()) for m in backbone.modules()
+             if isinstance(m, nn.BatchNorm2d)]
+    reference = copy.deepcopy(backbone).eval()
+    assert bnlint.freeze_batchnorm(model) is model
+    model.train()
+    assert model.training and head.training and backbone[0].training
+    assert not backbone[1].training and not backbone[4].training
+    assert all(not p.requires_grad for m in (backbone[1], backbone[4]) for p in m.parameters())
+    assert backbone[0].weight.requires_grad and head.weight.requires_grad
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = images(8)
+    with bnlint.guard(model, action="raise"):
+        out = backbone(x)
+        head(out).sum().backward()
+    torch.testing.assert_close(out, reference(x))
+    optimizer.step()
+    after = [(m.running_mean, m.running_var) for m in backbone.modules()
+             if isinstance(m, nn.BatchNorm2d)]
+    for (mean, var), (new_mean, new_var) in zip(stats, after):
+        assert torch.equal(mean, new_mean) and torch.equal(var, new_var)
+    model.eval()
+    model.train(True)
+    assert not backbone[1].training
+
+
+def test_freeze_batchnorm_survives_copies_and_pickling(tmp_path):
+    backbone, _ = frozen_backbone()
+    bnlint.freeze_batchnorm(backbone)
+    path = tmp_path / "backbone.pt"
+    torch.save(backbone, path)
+    for again in (copy.deepcopy(backbone), torch.load(path, weights_only=False)):
+        again.train()
+        assert not again[1].training and again[0].training
+        assert again[1].train is not backbone[1].train
+    assert set(backbone.state_dict()) == set(frozen_backbone()[0].state_dict())
+    with pytest.raises(TypeError, match="takes a torch.nn.Module, not list"):
+        bnlint.freeze_batchnorm([backbone])
+    with pytest.raises(ValueError, match="boolean"):
+        backbone[1].train("yes")

@@ -105,6 +105,20 @@ RULES: dict[str, Rule] = {
             fix="unsafe",
         ),
         Rule(
+            code="BN009",
+            name="frozen-batchnorm-in-train-mode",
+            summary="BatchNorm with frozen parameters is put in training mode for training",
+            scope=SCRIPT,
+            impl="bnlint.rules.frozen_bn_train",
+        ),
+        Rule(
+            code="BN010",
+            name="batchnorm-in-gradient-penalty-critic",
+            summary="Gradient penalty on a critic that holds BatchNorm, which couples samples",
+            scope=SCRIPT,
+            impl="bnlint.rules.gp_critic",
+        ),
+        Rule(
             code="BN900",
             name="unused-suppression",
             summary="Suppression comment that suppresses no finding of the rules that ran",

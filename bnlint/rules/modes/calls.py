@@ -13,7 +13,15 @@ import ast
 from dataclasses import replace
 from pathlib import Path
 
-from bnlint.rules.modes.events import FORWARD, INFERENCE, TRAINING_STEP, Place, Use
+from bnlint.rules.modes.events import (
+    FORWARD,
+    GRADIENT_PENALTY,
+    INFERENCE,
+    TRAINING_STEP,
+    Part,
+    Place,
+    Use,
+)
 from bnlint.rules.modes.frames import MAX_CALL_DEPTH, Frame
 from bnlint.rules.modes.parsed import ClassInfo
 from bnlint.rules.modes.project import Function
@@ -32,6 +40,7 @@ from bnlint.rules.modes.vocabulary import (
     COPIES,
     ENABLE_GRAD,
     EXPORTS,
+    GRAD,
     HARMLESS,
     KEEPS_MODE,
     MODULE_EVIDENCE,
@@ -43,6 +52,7 @@ from bnlint.rules.modes.vocabulary import (
     builds_model,
     dotted,
     exports_in_eval_anyway,
+    library_batchnorm,
     parameters,
     switches_mode,
 )
@@ -88,6 +98,9 @@ class Calls:
     def call_method(self, node: ast.Call, receiver: frozenset, func: ast.Attribute,
                     st: State) -> frozenset:
         name = func.attr
+        if receiver and all(lb[0] == "output" for lb in receiver):
+            self.args(node, st)  # a method of a model's output: a tensor derived from it
+            return receiver
         if name in SWITCHES:
             if not receiver and isinstance(func.value, ast.Name):
                 receiver = frozenset({("bind", node.lineno, node.col_offset)})
@@ -111,6 +124,13 @@ class Calls:
         positional, keywords = self.args(node, st)
         if name in MODULE_EVIDENCE:
             st.confirmed |= {lb for lb in receiver if lb in st.modes}
+        if name == "requires_grad_":
+            value = node.args[0] if node.args else next(
+                (k.value for k in node.keywords if k.arg == "requires_grad"), None)
+            if value is not None and self.const(st, value) is False:
+                st.freeze(receiver, (node.lineno, None))
+            else:
+                st.thaw(receiver)
         if name in KEEPS_MODE:
             return receiver
         if name in QUERIES:
@@ -155,8 +175,7 @@ class Calls:
                     positional, keywords = self.args(node, st)
                     return self.invoke(method, positional, keywords, labels, node, st)
         self.args(node, st)
-        self.model_call(node, labels, func, st)
-        return frozenset()
+        return self.model_call(node, labels, func, st)
 
     def mode_call(self, node: ast.Call, receiver: frozenset, func: ast.Attribute,
                   st: State) -> frozenset:
@@ -169,7 +188,11 @@ class Calls:
         argument = node.args[0] if node.args else next(
             (k.value for k in node.keywords if k.arg == "mode"), None)
         value = True if argument is None else self.const(st, argument)
-        if isinstance(value, bool):
+        overriding = self.overriding_train(st, receiver)
+        if overriding is not None:
+            st.set_mode(receiver, Fact(UNKNOWN, node.lineno,
+                                       f"{what}, which `{overriding}.train()` overrides"))
+        elif isinstance(value, bool):
             st.set_mode(receiver, Fact(TRAIN if value else EVAL, node.lineno, what))
         elif isinstance(value, tuple):
             st.set_mode(receiver, Fact(UNKNOWN, node.lineno, what))
@@ -179,6 +202,17 @@ class Calls:
         else:
             st.set_mode(receiver, Fact(UNKNOWN, node.lineno, what))
         return receiver
+
+    def overriding_train(self, st: State, receiver: frozenset) -> str | None:
+        """The class of the project, held by the modules switched, that overrides ``train()``
+        (which may keep some layers in eval mode), if any."""
+        for label in st.descendants(receiver):
+            cls = st.cls.get(label)
+            if cls is not None and self.project.is_module(cls):
+                found = self.project.overrides_train(cls)
+                if found is not None:
+                    return found
+        return None
 
     def construct(self, cls: ClassInfo, node: ast.Call, st: State,
                   evaluated: tuple | None = None) -> frozenset:
@@ -217,6 +251,9 @@ class Calls:
             return frozenset()
         positional, keywords = self.args(node, st)
         self.note_optimizer(node, name, st)
+        if name == GRAD:
+            self.gradient_penalty(node, positional, keywords, st)
+            return frozenset()
         if name in EXPORTS:
             module = positional[0] if positional else keywords.get(EXPORTS[name], frozenset())
             module_node = node.args[0] if node.args else next(
@@ -246,6 +283,7 @@ class Calls:
         built = builds_model(name, node, self.qualname)
         if built is not None:
             label = self.new_object(st, node, True, built)
+            self.built[label] = (library_batchnorm(name, node), self.source(node.func))
             if name.startswith("torch.nn."):
                 for index, child in enumerate(positional):
                     st.fields[(label, str(index))] = child
@@ -257,6 +295,20 @@ class Calls:
                           f"`{self.source(node.func)}()`")
         return frozenset()
 
+    def gradient_penalty(self, node: ast.Call, positional: list[frozenset],
+                         keywords: dict[str, frozenset], st: State) -> None:
+        """``torch.autograd.grad`` of a model's output with ``create_graph=True``: the
+        gradient is itself trained on, a penalty on the model's input gradient."""
+        create = next((k.value for k in node.keywords if k.arg == "create_graph"), None)
+        if create is None or self.const(st, create) is not True:
+            return
+        outputs = positional[0] if positional else keywords.get("outputs", frozenset())
+        outputs = sorted((lb for lb in outputs if lb[0] == "output"), key=str)
+        models = self.models(frozenset(lb[1] for lb in outputs), st)
+        if models:
+            self.emit(GRADIENT_PENALTY, node, models, None, st,
+                      variable=next((lb[2] for lb in outputs if lb[2]), None))
+
     def copy(self, st: State, node: ast.Call, source: frozenset) -> frozenset:
         """A new module in the same mode as ``source`` (a deep copy, a TorchScript module)."""
         label = ("new", node.lineno, node.col_offset)
@@ -265,6 +317,10 @@ class Calls:
             st.modes[label] = facts
             if source & st.confirmed:
                 st.confirmed |= {label}
+        if len(source) == 1:
+            (original,) = source
+            self.built[label] = (self.holds_batchnorm(st, original),
+                                 self.part(st, original, None).kind)
         return frozenset({label})
 
     def note_optimizer(self, node: ast.Call, name: str, st: State) -> None:
@@ -295,28 +351,34 @@ class Calls:
         return [lb for lb in labels if lb in st.modes and (
             lb in st.confirmed or self.summarising and argument_path(lb) is not None)]
 
-    def model_call(self, node: ast.Call, labels: frozenset, target: ast.AST, st: State) -> None:
+    def model_call(self, node: ast.Call, labels: frozenset, target: ast.AST,
+                   st: State) -> frozenset:
         """A forward pass: inference when autograd is off, a training step when a backward
-        pass follows in the same loop or function."""
+        pass follows in the same loop or function. Returns its output's labels."""
         models = self.models(labels, st)
         if not models:
-            return
+            return frozenset()
+        outputs = frozenset(("output", label, self.variable(target)) for label in models)
         if st.nograd:
             self.emit(INFERENCE, node, models, target, st)
         elif self.frame.training:
             self.emit(TRAINING_STEP, node, models, target, st)
         elif self.summarising:
             self.emit(FORWARD, node, models, target, st)
+        return outputs
 
     def emit(self, kind: str, node: ast.Call, models: list, target: ast.AST | None, st: State,
              *, extra: frozenset = frozenset(), variable: str | None = None,
              export: str | None = None, exporter: str | None = None,
-             grad: str | None = None, callee: tuple[str, Path] | None = None) -> None:
+             grad: str | None = None, callee: tuple[str, Path] | None = None,
+             parts: tuple[Part, ...] | None = None) -> None:
         """Report a pass of ``models`` at ``node``: ``extra`` holds modes a summarised
-        function may have set on some path before the pass."""
-        facts = st.facts_of(models) | extra
+        function may have set on some path before the pass. ``parts`` given: a training step
+        of a summarised function in a mode it set itself, reported for its frozen parts
+        alone (with no modes of its own)."""
+        facts = frozenset() if parts is not None else st.facts_of(models) | extra
         marked = {INFERENCE: (EVAL, "inferred"), TRAINING_STEP: (TRAIN, "trained")}.get(kind)
-        if marked is not None:
+        if marked is not None and parts is None:
             mode, mark = marked
             for label in models:
                 st.modes[label] = merge_facts(
@@ -336,11 +398,87 @@ class Calls:
                       frame.nograd_withs[0] if frame.nograd_withs else None,
                       tuple(frame.func.body) if frame.decorated_nograd else None)
         line, col = self.file.position(node)
+        if parts is not None:
+            pass
+        elif kind == TRAINING_STEP and self.summarising:
+            parts = tuple(Part(".".join(path), None, None, st.modes[label])
+                          for label in st.descendants(models)
+                          if label in st.modes and (path := argument_path(label)) is not None)
+        elif kind == TRAINING_STEP:
+            parts = self.frozen_parts(st, models, variable)
+        elif kind == GRADIENT_PENALTY:
+            parts = tuple(self.part(st, label, variable) for label in models)
+        else:
+            parts = ()
         use = Use(kind, line, col, facts, frozenset(models), place, variable, shown,
                   grad=(grad or st.nograd or None) if kind == INFERENCE and not export else None,
                   export=export, exporter=exporter, helper=helper, callee=callee,
-                  optimized=bool(st.descendants(models) & st.optimized))
+                  optimized=bool(st.descendants(models) & st.optimized), parts=parts)
         self.sink.setdefault((kind, line, col), {})[use] = None
+
+    def frozen_parts(self, st: State, models: list, variable: str | None,
+                     inside: tuple | None = None) -> tuple[Part, ...]:
+        """The parts of the models trained here whose parameters are frozen, each spelled
+        from ``variable`` by the attributes leading to it. ``inside``: the step is in a
+        summarised function, (the models' path there, the parts its use recorded, the
+        summary, the call): a part's modes are those the function gave it, or the nearest
+        module holding it."""
+        frozen = st.frozen_parts(models)
+        if not frozen:
+            return ()
+        paths: dict = dict.fromkeys(models, ())
+        grown = True
+        while grown:
+            grown = False
+            for (parent, attr), children in st.fields.items():
+                if parent in paths:
+                    for child in children:
+                        if child not in paths:
+                            paths[child] = (*paths[parent], attr)
+                            grown = True
+        found = []
+        for label in frozen:
+            path = paths.get(label)
+            name = ".".join((variable, *path)) if variable and path is not None else None
+            part = replace(self.part(st, label, name), frozen=st.frozen[label])
+            if inside is not None:
+                root, recorded, summary, node = inside
+                full = ".".join((*root, *(path or ())))
+                nearest = max((p for p in recorded if full == p.name
+                               or full.startswith(p.name + ".")),
+                              key=lambda p: len(p.name), default=None)
+                if path is None or nearest is None:
+                    continue
+                part = replace(part, facts=self.imported(nearest.facts, summary, node))
+            found.append(part)
+        return tuple(found)
+
+    def part(self, st: State, label, name: str | None) -> Part:
+        cls = st.cls.get(label)
+        kind = cls.name if cls is not None else self.built.get(label, (None, None))[1]
+        return Part(name, kind, self.holds_batchnorm(st, label), st.modes.get(label, frozenset()))
+
+    def holds_batchnorm(self, st: State, label, seen: set | None = None) -> bool | None:
+        """Whether a module holds BatchNorm: by its class in the project, the library call
+        that built it, the attribute of a class it is, or the modules inside it."""
+        seen = set() if seen is None else seen
+        if label in seen:
+            return None
+        seen.add(label)
+        cls = st.cls.get(label)
+        answer = None
+        if cls is not None:
+            answer = self.project.holds_batchnorm(cls) if self.project.is_module(cls) else None
+        elif label in self.built:
+            answer = self.built[label][0]
+        elif label[0] == "field" and st.cls.get(label[1]) is not None:
+            answer = self.project.attribute_batchnorm(st.cls[label[1]], label[2])
+        if answer is not None:
+            return answer
+        children = [child for (parent, _), held in st.fields.items() if parent == label
+                    for child in held]
+        return True if any(self.holds_batchnorm(st, child, seen) for child in children) \
+            else None
 
     def variable(self, target: ast.AST | None) -> str | None:
         if isinstance(target, ast.Attribute) and target.attr == "forward":
@@ -422,6 +560,7 @@ class Calls:
             setattr(st, slot, dict(getattr(exit_state, slot)))
         st.confirmed, st.optimized = exit_state.confirmed, exit_state.optimized
         st.nograd = exit_state.nograd
+        st.frozen, st.thawed = dict(exit_state.frozen), exit_state.thawed
         if call is not None:
             for label, facts in st.modes.items():
                 old = before.get(label, frozenset())
@@ -515,6 +654,13 @@ class Calls:
                 grad = st.nograd or None
             if kind is None:
                 continue
+            if AS_CALLED not in use.facts:  # a mode the function set: only frozen parts matter
+                parts = self.frozen_parts(st, models, variable(paths[0]),
+                                          (paths[0], use.parts, summary, node))
+                if parts:
+                    self.emit(kind, node, models, None, st, variable=variable(paths[0]),
+                              callee=(summary.name, summary.file), parts=parts)
+                continue
             self.emit(kind, node, models, None, st, extra=self.imported(use.facts, summary, node),
                       variable=variable(paths[0]), export=use.export, exporter=use.exporter,
                       grad=grad, callee=(summary.name, summary.file))
@@ -530,6 +676,10 @@ class Calls:
                 st.set_facts(labels, merge_facts(new))
         for path in summary.optimizes:
             st.optimized |= labels_of(path)
+        for path in summary.freezes:
+            st.freeze(labels_of(path), (node.lineno, summary.name))
+        for path in summary.thaws:
+            st.thaw(labels_of(path))
         for path, attr, values in summary.stores:
             value = self.values(values, labels_of, summary, node, st, (*path, attr))
             for parent in labels_of(path):

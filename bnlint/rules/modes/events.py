@@ -1,7 +1,8 @@
 """What the interpreter reports and what the rules make of it.
 
 The interpreter emits a ``Use`` for every pass of a model it can follow: an inference (under
-``no_grad``, or an export), a training step (a loop or function that runs a backward pass), or,
+``no_grad``, or an export), a training step (a loop or function that runs a backward pass), a
+gradient penalty (``torch.autograd.grad`` of a model's output with ``create_graph=True``), or,
 in a function summary, a plain forward whose kind the caller decides. A rule turns a ``Use``
 into a ``Problem``, with candidate fixes as ``LineEdit``s, best first; ``verify`` keeps a fix
 only when the fixed script, read again, no longer has the problem and has no new one.
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 INFERENCE, TRAINING_STEP, FORWARD = "inference", "training_step", "forward"
+GRADIENT_PENALTY = "gradient_penalty"
 
 
 class Text:
@@ -104,8 +106,26 @@ class Place:
 
 
 @dataclass(frozen=True)
+class Part:
+    """A module a use is about besides the model as passed: a part of a trained model whose
+    parameters are frozen, or the model a gradient penalty differentiates.
+
+    ``name``: the part as the script can spell it (``model.backbone``), if it can; ``kind``: its
+    class, or the call that built it; ``batchnorm``: whether it holds BatchNorm (None: maybe);
+    ``facts``: the modes it may be in; ``frozen``: where its parameters were frozen, (line,
+    helper called there or None).
+    """
+
+    name: str | None
+    kind: str | None
+    batchnorm: bool | None
+    facts: frozenset = frozenset()
+    frozen: tuple[int, str | None] | None = None
+
+
+@dataclass(frozen=True)
 class Use:
-    """A pass of a model: ``kind`` is INFERENCE, TRAINING_STEP or FORWARD.
+    """A pass of a model: ``kind`` is INFERENCE, TRAINING_STEP, GRADIENT_PENALTY or FORWARD.
 
     ``facts``: the modes the model may be in; ``labels``: the objects it may be.
     ``variable``: the model as a name or attribute chain the script can call ``.eval()`` on;
@@ -114,7 +134,8 @@ class Use:
     function's dotted name and ``exporter`` its call as spelled. ``helper``: (function, call
     line) when the model is that function's parameter; ``callee``: (function, file) when the
     pass runs inside a function of another file. ``optimized``: an optimiser holds the
-    model's parameters.
+    model's parameters. ``parts``: for a training step, the frozen parts of the model; for a
+    gradient penalty, the model differentiated.
     """
 
     kind: str
@@ -131,6 +152,7 @@ class Use:
     helper: tuple[str, int] | None = None
     callee: tuple[str, Path] | None = None
     optimized: bool = False
+    parts: tuple[Part, ...] = ()
 
 
 @dataclass(frozen=True)

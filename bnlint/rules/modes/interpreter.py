@@ -37,6 +37,7 @@ from bnlint.rules.modes.vocabulary import (
     SET_GRAD,
     SWITCHES,
     dotted,
+    parameter_loop,
     parameters,
 )
 
@@ -58,6 +59,8 @@ class Interpreter(Calls):
         self.inlined: set[int] = set()
         self.memo: dict[tuple, tuple] = {}
         self.budget = BUDGET
+        # a module built by a library call, or a copy: (whether it holds BatchNorm, its kind)
+        self.built: dict[tuple, tuple[bool | None, str]] = {}
 
     # -- names ------------------------------------------------------------------------------
 
@@ -374,6 +377,7 @@ class Interpreter(Calls):
     def stmt_For(self, node, st):
         iterated = self.ev(node.iter, st)
         parts = self.parts_of(node.iter, st)
+        self.parameter_loop(node, st)
 
         def enter(state: State) -> None:
             if parts is not None:
@@ -388,6 +392,21 @@ class Interpreter(Calls):
         return self.loop(node, st, enter, infinite=False)
 
     stmt_AsyncFor = stmt_For
+
+    def parameter_loop(self, node, st: State) -> None:
+        """A loop over modules' parameters that freezes them all (``p.requires_grad = False``
+        in its own body), or makes them trainable, maybe (a branch, a value bnlint cannot
+        know), or writes them (an EMA update): the module is thawed."""
+        owners, settings, written = parameter_loop(node)
+        if not owners:
+            return
+        labels = frozenset().union(*(self._peek(st, owner) for owner in owners))
+        values = [(self.const(st, value) if value is not None else True, top)
+                  for value, top in settings]
+        if written or any(value is not False or not top for value, top in values):
+            st.thaw(labels)
+        elif values:
+            st.freeze(labels, (node.lineno, None))
 
     def parts_of(self, node: ast.AST, st: State) -> frozenset | None:
         """What a loop variable may be: the elements of a literal list of models, or some of

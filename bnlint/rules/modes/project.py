@@ -18,7 +18,12 @@ from pathlib import Path
 
 from bnlint.edits import read_source
 from bnlint.rules.modes.parsed import ClassInfo, ParsedFile
-from bnlint.rules.modes.vocabulary import builds_model, dotted, is_module_base
+from bnlint.rules.modes.vocabulary import (
+    builds_model,
+    dotted,
+    is_module_base,
+    library_batchnorm,
+)
 
 ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
 
@@ -69,6 +74,7 @@ class Project:
         self.parses = 0  # files read and parsed, for the benchmark
         self._modules: dict[ClassInfo, bool] = {}
         self._batchnorm: dict[int, bool | None] = {}
+        self._train: dict[int, str | None] = {}
         self._resolved: dict[tuple[str, Path | None], object] = {}
         self._found: dict[tuple[Path, str], tuple[Path | None, Path | None] | None] = {}
 
@@ -235,6 +241,41 @@ class Project:
         self._batchnorm[key] = result
         return result
 
+    def attribute_batchnorm(self, cls: ClassInfo, attr: str) -> bool | None:
+        """Whether the module a class keeps as ``self.<attr>`` holds BatchNorm: True when
+        what the class assigns it surely does, else None."""
+        for owner in self.lineage(cls):
+            for method in owner.methods.values():
+                for node in ast.walk(method):
+                    if isinstance(node, ast.Assign) and any(
+                            isinstance(t, ast.Attribute) and t.attr == attr
+                            and isinstance(t.value, ast.Name) and t.value.id == "self"
+                            for t in node.targets) and \
+                            self._builds_batchnorm(owner.file, node.value) is True:
+                        return True
+        return None
+
+    def overrides_train(self, cls: ClassInfo) -> str | None:
+        """The name of a class of the project that overrides ``train()``, among the class,
+        its bases and the classes it builds, if any."""
+        key = id(cls.node)
+        if key not in self._train:
+            self._train[key] = None  # a cycle adds nothing
+            found = next((owner.name for owner in self.lineage(cls) if "train" in owner.methods),
+                         None)
+            for node in ast.walk(cls.node) if found is None else ():
+                if isinstance(node, ast.Call) and (name := cls.file.qualname(node.func)) and (
+                        name in cls.file.classes
+                        or dotted(node.func).split(".")[0] in cls.file.imports):
+                    target = self.local_or_project(name, cls.file)
+                    if isinstance(target, ClassInfo) and target is not cls and \
+                            self.is_module(target):
+                        found = self.overrides_train(target)
+                        if found is not None:
+                            break
+            self._train[key] = found
+        return self._train[key]
+
     def _builds_batchnorm(self, file: ParsedFile, owner: ast.AST) -> bool | None:
         answers: list[bool | None] = []
         for node in ast.walk(owner):
@@ -253,7 +294,7 @@ class Project:
                     answers.append(self.holds_batchnorm(target))
                 elif builds_model(name, node, file.qualname) is not None and not (
                         name.startswith("torch.nn.") or _standard(name)):
-                    answers.append(True if builds_model(name, node, file.qualname) else None)
+                    answers.append(library_batchnorm(name, node))
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
                     isinstance(owner, ast.ClassDef):
                 answers.append(_keeps_a_parameter(node))

@@ -3,7 +3,9 @@
 Values are sets of labels, each naming an object the value may be. A model's label maps to
 the set of ``Fact``s that may describe its mode. Labels are tuples: ``("new", line, col)`` for
 an object built by a call, ``("field", parent, attr)`` for an attribute, ``("part", label)``
-for some of a model's layers, ``("param", ...)`` and ``("arg", name)`` for a parameter.
+for some of a model's layers, ``("param", ...)`` and ``("arg", name)`` for a parameter,
+``("output", label, spelled)`` for what a model returned (a tensor derived from its output
+keeps it).
 """
 
 from __future__ import annotations
@@ -100,11 +102,15 @@ class State:
     objects a value may be. ``fields`` maps (label, attribute) to labels, ``modes`` a model's
     label to its possible modes; ``confirmed`` holds the labels known to be modules,
     ``optimized`` those whose parameters an optimiser holds, ``cls`` an object's class.
+    ``frozen`` maps a label whose parameters may have been frozen (``requires_grad`` set off)
+    to where: (line, helper name or None); ``thawed`` holds the labels whose parameters may
+    have been made trainable again, or written by the script itself (an EMA update).
     ``nograd`` is a description of what disabled autograd (truthy), False when it is enabled,
     None when unknown.
     """
 
-    __slots__ = ("envs", "consts", "fields", "modes", "confirmed", "optimized", "cls", "nograd")
+    __slots__ = ("envs", "consts", "fields", "modes", "confirmed", "optimized", "cls", "nograd",
+                 "frozen", "thawed")
 
     def __init__(self):
         self.envs: list[dict] = [{}]
@@ -115,6 +121,8 @@ class State:
         self.optimized: frozenset = frozenset()
         self.cls: dict = {}
         self.nograd: str | bool | None = False
+        self.frozen: dict = {}
+        self.thawed: frozenset = frozenset()
 
     def copy(self) -> State:
         new = State.__new__(State)
@@ -125,6 +133,8 @@ class State:
         new.confirmed, new.optimized = self.confirmed, self.optimized
         new.cls = dict(self.cls)
         new.nograd = self.nograd
+        new.frozen = dict(self.frozen)
+        new.thawed = self.thawed
         return new
 
     def assign(self, other: State) -> None:
@@ -141,7 +151,8 @@ class State:
         names of the function it is nested in, and every object."""
         return (_frozen(self.envs[0]), _frozen(self.envs[parent]), _frozen(self.consts[0]),
                 _frozen(self.consts[parent]), _frozen(self.fields), _frozen(self.modes),
-                self.confirmed, self.optimized, _frozen(self.cls), self.nograd)
+                self.confirmed, self.optimized, _frozen(self.cls), self.nograd,
+                _frozen(self.frozen), self.thawed)
 
     # -- the heap ---------------------------------------------------------------------------
 
@@ -186,6 +197,25 @@ class State:
             if label in self.modes or label in direct:
                 self.modes[label] = facts
 
+    def freeze(self, labels: Iterable, where: tuple) -> None:
+        """The parameters of these modules were frozen at ``where`` (line, helper or None)."""
+        for label in labels:
+            if label[0] != "part":  # some layers of a model: which ones is not known
+                self.frozen.setdefault(label, where)
+
+    def thaw(self, labels: Iterable) -> None:
+        """Some parameters of these modules may be trainable again (for some of the layers
+        of ``model.modules()``: some of the model's)."""
+        self.thawed |= frozenset(label[1] if label[0] == "part" else label for label in labels)
+
+    def frozen_parts(self, labels: Iterable) -> list:
+        """The modules among ``labels`` and inside them whose parameters may be frozen and
+        were never made trainable again (nor made trainable as part of a larger module)."""
+        if not self.frozen:
+            return []
+        thawed = self.descendants(self.thawed) if self.thawed else set()
+        return [lb for lb in self.descendants(labels) if lb in self.frozen and lb not in thawed]
+
     def forget_mode(self, labels: Iterable, line: int, why: str) -> None:
         models = [lb for lb in labels if lb in self.modes]
         if models:
@@ -222,6 +252,10 @@ def join(states: Iterable[State | None]) -> State | None:
         out.confirmed |= other.confirmed
         out.optimized |= other.optimized
         out.cls.update(other.cls)
+        for label, where in other.frozen.items():
+            out.frozen[label] = min(out.frozen.get(label, where), where,
+                                    key=lambda w: (w[0], w[1] or ""))
+        out.thawed |= other.thawed
         if out.nograd != other.nograd:
             out.nograd = out.nograd if (out.nograd and other.nograd) else None
     return out

@@ -3,10 +3,12 @@ out once by running the interpreter on it with its arguments in the mode "as the
 them" (``AS_CALLED``), and applied at each call site (``Interpreter.apply``).
 
 A summary says which passes the function makes of an argument, or of an attribute of one
-(``self.model``), in the caller's mode (``effects``); the modes it leaves them in
-(``exits``); which it shows to be modules (``confirms``) or hands to an optimiser
-(``optimizes``); the attributes it sets (``stores``, as ``__init__`` does) and what it
-returns. Arguments are named by path: ``("model",)``, ``("self", "model")``.
+(``self.model``), in the caller's mode, and its training steps in a mode it set itself, whose
+frozen parts only the caller knows (``effects``); the modes it leaves them in (``exits``);
+which it shows to be modules (``confirms``), hands to an optimiser (``optimizes``), freezes
+(``freezes``) or makes trainable again (``thaws``); the attributes it sets (``stores``, as
+``__init__`` does) and what it returns. Arguments are named by path: ``("model",)``,
+``("self", "model")``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
+from bnlint.rules.modes.events import TRAINING_STEP
 from bnlint.rules.modes.frames import BUDGET, Frame, TooComplex
 from bnlint.rules.modes.interpreter import Interpreter
 from bnlint.rules.modes.parsed import ClassInfo
@@ -48,6 +51,8 @@ class Summary:
     exits: tuple  # (path, facts)
     confirms: tuple
     optimizes: tuple
+    freezes: tuple
+    thaws: tuple
     stores: tuple  # (path, attribute, values)
     returns: tuple  # values: paths, classes, NewObjects
 
@@ -136,7 +141,8 @@ def summarise(interpreter: Interpreter, function: Function) -> Summary:
     for found in uses.values():
         for use in found:
             paths = tuple(p for p in map(argument_path, use.labels) if p is not None)
-            if AS_CALLED in use.facts and paths:
+            # a training step in a mode the function set: the caller may have frozen parts
+            if paths and (AS_CALLED in use.facts or use.kind == TRAINING_STEP):
                 effects.append((use, paths))
     paths = {label: argument_path(label) for label in st.modes}
     return Summary(
@@ -149,6 +155,8 @@ def summarise(interpreter: Interpreter, function: Function) -> Summary:
                     if (path := paths[label]) is not None and facts != {AS_CALLED}),
         confirms=tuple(p for lb in st.confirmed if (p := argument_path(lb)) is not None),
         optimizes=tuple(p for lb in st.optimized if (p := argument_path(lb)) is not None),
+        freezes=tuple(p for lb in st.frozen if (p := argument_path(lb)) is not None),
+        thaws=tuple(p for lb in st.thawed if (p := argument_path(lb)) is not None),
         stores=tuple((path, attr, values(labels)) for (parent, attr), labels in st.fields.items()
                      if (path := argument_path(parent)) is not None
                      and labels != {("field", parent, attr)}),

@@ -43,6 +43,14 @@ MODULE_EVIDENCE = {"load_state_dict", "parameters", "named_parameters", "state_d
                    "modules", "named_modules", "children", "named_children", "zero_grad",
                    "requires_grad_", "eval", "train", "cuda", "half", "bfloat16"}
 PARTS = {"modules", "children", "named_modules", "named_children"}
+PARAMETERS = {"parameters", "named_parameters"}
+GRAD = "torch.autograd.grad"
+# torchvision model builders whose models hold BatchNorm (unless given another norm_layer);
+# detection models are left out: with pretrained weights their backbones use
+# FrozenBatchNorm2d
+TORCHVISION_BATCHNORM = ("resnet", "resnext", "wide_resnet", "mobilenet", "efficientnet",
+                         "densenet", "inception", "googlenet", "mnasnet", "shufflenet",
+                         "regnet", "deeplabv3", "fcn_", "lraspp")
 SWITCHES = ("eval", "train")
 # torch.nn containers: they hold BatchNorm if one of the layers given to them does
 CONTAINERS = {"Sequential", "ModuleList", "ModuleDict"}
@@ -199,6 +207,71 @@ def builds_model(name: str, node: ast.Call, qualname: Qualname) -> bool | None:
     if last[:1].isupper() and "." in name and not name.startswith(("torch.", "torchvision.")):
         return False
     return None
+
+
+def library_batchnorm(name: str, node: ast.Call) -> bool | None:
+    """Whether a call of a library surely builds a module holding BatchNorm: True, or None
+    (maybe; BatchNorm inside a ``torch.nn`` container is found from its layers)."""
+    last = name.rsplit(".", 1)[-1]
+    if name.startswith("torch.nn.") and "BatchNorm" in last:
+        return True
+    if (name.startswith("torchvision.models.") and ".detection." not in name
+            and ".quantization." not in name
+            and not any(k.arg == "norm_layer" for k in node.keywords)):
+        lowered = last.lower()
+        if lowered.startswith(TORCHVISION_BATCHNORM) or (
+                lowered.startswith("vgg") and lowered.endswith("_bn")):
+            return True
+    return None
+
+
+def _loop_variables(target: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+
+
+def parameter_loop(node: ast.For) -> tuple[list[ast.AST], list[tuple[ast.AST | None, bool]],
+                                             bool]:
+    """What a loop over modules' parameters does to them, by its syntax: the modules
+    iterated (``X`` of ``X.parameters()`` or ``X.named_parameters()``, also inside
+    ``zip(...)``); each ``requires_grad`` it gives a loop variable (the value, None for
+    ``requires_grad_()``; and whether the loop's own body does it, not a branch or an inner
+    loop); whether it writes the parameters themselves (``p.data = ...``, ``p.mul_(...)``)."""
+    iterated = node.iter.args if (isinstance(node.iter, ast.Call) and isinstance(
+        node.iter.func, ast.Name) and node.iter.func.id == "zip") else [node.iter]
+    owners = [it.func.value for it in iterated if isinstance(it, ast.Call)
+              and isinstance(it.func, ast.Attribute) and it.func.attr in PARAMETERS]
+    if not owners:
+        return [], [], False
+    names = _loop_variables(node.target)
+    top = {id(stmt) for stmt in node.body}
+
+    def on_variable(expr: ast.AST) -> bool:
+        while isinstance(expr, ast.Attribute):
+            expr = expr.value
+        return isinstance(expr, ast.Name) and expr.id in names
+
+    settings: list[tuple[ast.AST | None, bool]] = []
+    written = False
+    for stmt in statements(node.body):
+        if isinstance(stmt, ast.Assign):
+            for target in stmt.targets:
+                if isinstance(target, ast.Attribute) and on_variable(target.value):
+                    if target.attr == "requires_grad":
+                        settings.append((stmt.value, id(stmt) in top))
+                    elif target.attr == "data":
+                        written = True
+        for call in ast.walk(stmt) if not isinstance(stmt, BLOCKS + (ast.If, ast.With)) \
+                else ():
+            if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                    and on_variable(call.func.value)):
+                continue
+            if call.func.attr == "requires_grad_":
+                value = call.args[0] if call.args else next(
+                    (k.value for k in call.keywords if k.arg == "requires_grad"), None)
+                settings.append((value, id(stmt) in top))
+            elif call.func.attr.endswith("_") and not call.func.attr.startswith("_"):
+                written = True
+    return owners, settings, written
 
 
 def exports_in_eval_anyway(node: ast.Call, name: str, qualname: Qualname) -> bool:

@@ -1,0 +1,19 @@
+"""A gradient penalty kept on a BatchNorm critic to reproduce a published baseline."""
+
+import torch
+from torch import nn
+
+from data import loader
+
+critic = nn.Sequential(nn.Linear(2, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Linear(256, 1))
+optimizer = torch.optim.Adam(critic.parameters(), lr=1e-4, betas=(0.5, 0.9))
+for real, fake in loader:
+    alpha = torch.rand(real.size(0), 1)
+    mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    scores = critic(mixed)
+    gradients = torch.autograd.grad(scores.sum(), mixed, create_graph=True)[0]  # noqa: BN010
+    penalty = ((gradients.norm(2, dim=1) - 1) ** 2).mean()
+    loss = critic(fake).mean() - critic(real).mean() + 10 * penalty
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
