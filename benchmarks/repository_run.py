@@ -64,6 +64,15 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+def _is_worker(pid: int) -> bool:
+    """A worker process (multiprocessing's resource tracker is a child too, and is not one)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return b"spawn_main" in cmdline.read()
+    except OSError:
+        return False
+
+
 def run(python: str, folder: Path, jobs: int, extra: list[str]) -> dict:
     """One bnlint run over ``folder``: its time, every process's peak resident set, the report."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
@@ -74,7 +83,7 @@ def run(python: str, folder: Path, jobs: int, extra: list[str]) -> dict:
         process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
         peaks: dict[int, int] = {}
         while process.poll() is None:
-            for pid in {process.pid} | _descendants(process.pid):
+            for pid in {process.pid} | {p for p in _descendants(process.pid) if _is_worker(p)}:
                 peak = _peak(pid)
                 if peak:
                     peaks[pid] = max(peaks.get(pid, 0), peak)
@@ -93,6 +102,7 @@ def run(python: str, folder: Path, jobs: int, extra: list[str]) -> dict:
             "worker_peak": max((p for pid, p in peaks.items() if pid != process.pid), default=0),
             "processes": len(peaks), "analysed": report["summary"]["models_analysed"],
             "failed": report["summary"]["models_failed"], "lost": lost,
+            "errors": [m for m in models if m["status"] == "error"],
             "findings": report["summary"]["findings"]}
 
 
@@ -128,10 +138,12 @@ def main() -> None:
                   f"a crash), {result['findings']} findings; peak resident memory "
                   f"{result['parent_peak'] / 2**30:.2f} GB (bnlint), "
                   f"{result['worker_peak'] / 2**30:.2f} GB (the largest of "
-                  f"{result['processes'] - 1} workers); load average now "
+                  f"{result['processes'] - 1} worker processes, replaced ones included); "
+                  f"load average now "
                   f"{os.getloadavg()[0]:.2f}", flush=True)
-            for model in result["lost"]:
-                print(f"    lost: {model['spec']}: {model['reason']}")
+            for model in result["errors"]:
+                print(f"    {'lost' if model in result['lost'] else 'failed'}: {model['spec']}: "
+                      f"{model['reason']}")
         for other in runs[1:]:
             print(f"--jobs {other['jobs']} is {runs[0]['seconds'] / other['seconds']:.2f}x as fast "
                   f"as --jobs {runs[0]['jobs']}")
