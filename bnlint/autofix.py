@@ -1,9 +1,10 @@
 """Model -> fixed model: the fixes of the enabled graph rules, applied to a traced copy.
 
 ``fix`` deep-copies the model, traces the copy as ``check`` traces a model, and hands every
-finding to its rule's ``fix(gm, hit)``. A fix that changes only module state (BN001: drop a
-bias, fold it into ``running_mean``) acts on the copy's own layers, so the fixed model keeps its
-class and its parameter names. A fix that rewires a forward (BN002) turns that part of the
+finding to its rule's ``fix(gm, hit)``. A fix that changes only module state (its rule module
+sets ``STATE_ONLY``; BN001: drop a bias, fold it into ``running_mean``) acts on the copy's own
+layers, so the fixed model keeps its class and its parameter names; it alone applies to a
+forward recorded on one path. A fix that rewires a forward (BN002) turns that part of the
 copy into a ``torch.fx.GraphModule`` that holds the same layers under the same names.
 
 (The module is not called ``fix``: importing ``bnlint.fix`` would then shadow the function.)
@@ -18,16 +19,13 @@ from torch import nn
 
 from bnlint import graph
 from bnlint.engine import traced_with_input, unsuppressed_hits
-from bnlint.findings import UNSAFE, Hit
+from bnlint.findings import Hit
 from bnlint.inputs import resolve
-from bnlint.rules import GRAPH, RULES, Rule, enabled_codes
+from bnlint.rules import RULES, Rule, Safety, Scope, enabled_codes
 from bnlint.trace import Traced, Unit
 
 # A reorder can put a biased layer right before BatchNorm; a second round fixes that too.
 MAX_ROUNDS = 4
-# rules whose fix changes module state (parameters, buffers) and never the graph, so it holds
-# on every path through a forward, also one recorded on a single path
-STATE_ONLY = frozenset({"BN001", "BN007"})
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,8 @@ def fix(model: nn.Module, *, select=None, ignore=None, unsafe: bool = False,
 
     Findings silenced by a ``# bnlint: ignore[...]`` / ``# noqa`` comment are left alone.
     """
-    rules = [RULES[c] for c in sorted(enabled_codes(select, ignore)) if RULES[c].scope == GRAPH]
+    rules = [RULES[c] for c in sorted(enabled_codes(select, ignore))
+             if RULES[c].scope == Scope.GRAPH]
     try:
         duplicate = copy.deepcopy(model)
     except Exception as exc:  # noqa: BLE001 - whatever the user's attributes refuse
@@ -120,7 +119,7 @@ class _Fixer:
         return reason is None
 
     def _apply(self, index: int, rule: Rule, hit: Hit, related: tuple[str, ...]) -> str | None:
-        if hit.fix == UNSAFE and not self.unsafe:
+        if hit.fix == Safety.UNSAFE and not self.unsafe:
             return "the fix changes what the model computes; it needs unsafe fixes enabled"
         apply = getattr(rule.implementation(), "fix", None)
         if apply is None:
@@ -131,7 +130,7 @@ class _Fixer:
                 return (f"`{name}` is also called in another traced part of the model (another "
                         "branch of a data-dependent forward, or a part traced on its own)")
         unit = self.traced.units[index]
-        if unit.dynamic and rule.code not in STATE_ONLY:
+        if unit.dynamic and not getattr(rule.implementation(), "STATE_ONLY", False):
             return ("its forward was recorded by running the example, one path through its "
                     "Python, so a rewritten graph cannot replace it")
         branched = unit.prefix in self.traced.branched

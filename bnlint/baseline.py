@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from bnlint import source
+from bnlint.files import parse
 from bnlint.findings import Finding, Report
 from bnlint.load import split_spec
 
@@ -119,7 +119,7 @@ def _place(path: str | None, line: int | None) -> dict:
     """``function`` (qualified, as ``Trainer.fit``) and ``statement`` of the innermost
     statement on ``line``: its code, unparsed so that layout and comments do not count; of a
     compound statement, its header."""
-    tree = source.parse(path) if path and line else None
+    tree = parse(path) if path and line else None
     if tree is None:
         return {}
     names: list[str] = []

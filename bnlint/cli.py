@@ -20,9 +20,10 @@ import click
 from bnlint import __version__, baseline, workers
 from bnlint.bench import render as render_bench
 from bnlint.bench.results import DEFAULTS as BENCH_DEFAULTS, MAX_STEPS, MIN_STEPS
-from bnlint.config import ConfigError, applying_per_file_ignores, load_config
+from bnlint.config import ConfigError, load_config
+from bnlint.suppressions import applying_per_file_ignores
 from bnlint.render import COLORS, FORMATS, render, write_jsonl
-from bnlint.rules import GRAPH, RULES, UnknownRuleError, enabled_codes
+from bnlint.rules import RULES, Scope, UnknownRuleError, enabled_codes
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -61,7 +62,7 @@ def _tell(notes, saved: list[str], hidden: list[str]) -> None:
     for line in [*map(str, notes), *saved]:
         click.echo(line, err=True)
     if hidden:
-        models = sum(RULES[code].scope == GRAPH for code in hidden)
+        models = sum(RULES[code].scope == Scope.GRAPH for code in hidden)
         what = ("what the model computes, so it needs training again" if models == len(hidden)
                 else "what the script does" if not models else
                 "what the models compute (they need training again) and what the scripts do")
@@ -431,7 +432,7 @@ def _paths_to_check(ctx: click.Context, paths, stdin_filename, settings, exclude
                     force_exclude: bool, quiet: bool) -> list[str]:
     """The specs to lint: ``paths``, less those --force-exclude skips, or a temporary copy of
     standard input standing in for ``stdin_filename``; a run left with none ends here."""
-    from bnlint import source
+    from bnlint import files
     from bnlint.load import force_excluded
 
     patterns = [*exclude, *settings.exclude]
@@ -444,7 +445,7 @@ def _paths_to_check(ctx: click.Context, paths, stdin_filename, settings, exclude
                        "check", err=True)
         sys.exit(EXIT_CLEAN)
     if stdin_filename:
-        return [str(ctx.with_resource(source.standing_in(text, stdin_filename)))]
+        return [str(ctx.with_resource(files.standing_in(text, stdin_filename)))]
     return kept
 
 

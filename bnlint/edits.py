@@ -1,12 +1,10 @@
-"""Minimal text edits to the user's source: what a source fix produces, how edits are applied,
-shown as a unified diff, and written back atomically.
+"""Minimal text edits to the user's source: what a source fix produces, how edits are applied
+and shown as a unified diff (``bnlint.files`` writes them back).
 
 Positions are (line, column) with 1-based lines and 0-based *character* columns; ``ast``
 reports UTF-8 byte columns, which ``span_of`` converts. Lines end where Python's tokenizer
 ends them (``\\r\\n``, ``\\r``, ``\\n``): ``str.splitlines`` also breaks at form feeds and
 other characters that may sit inside a line of code, and would shift every line after them.
-Files are read and written byte for byte as far as line endings go (no newline translation),
-so a fix changes only the text it means to change.
 """
 
 from __future__ import annotations
@@ -15,12 +13,10 @@ import ast
 import difflib
 import os
 import re
-import stat
-import tempfile
-import tokenize
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+
+from bnlint.rules import Safety
 
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 
@@ -34,26 +30,13 @@ class Edit:
     end: tuple[int, int]
     text: str
     code: str
-    safety: str  # "safe" | "unsafe"
+    safety: Safety
     description: str
 
 
 def split_lines(text: str) -> list[str]:
     """The lines of ``text`` as ``ast`` numbers them, each with its line ending."""
     return _LINE.findall(text)
-
-
-def source_encoding(path: str | Path) -> str:
-    """The encoding Python reads the file in: a BOM or a ``# -*- coding: ... -*-`` line, else
-    UTF-8 (``utf-8-sig`` when there is a BOM, so writing the text back keeps it)."""
-    with open(path, "rb") as handle:
-        return tokenize.detect_encoding(handle.readline)[0]
-
-
-def read_source(path: str | Path) -> str:
-    """A file's text, decoded as Python decodes it, with its line endings as they are on disk."""
-    with open(path, encoding=source_encoding(path), newline="") as handle:
-        return handle.read()
 
 
 def _char_col(line_text: str, byte_col: int) -> int:
@@ -209,28 +192,3 @@ def moved_lines(before: str, after: str) -> dict[int, int]:
             for old, new, size in matcher.get_matching_blocks() for k in range(size)}
 
 
-class FileChanged(RuntimeError):
-    pass
-
-
-def write_atomic(path: str | Path, expected: str, new_text: str) -> None:
-    """Replace the file's contents, unless it no longer holds ``expected`` (someone edited it
-    since it was read). The new text goes to a temporary file beside it, then is renamed over
-    it, so a crash never leaves a half-written file; the file's permissions are kept. A
-    read-only file is refused, as an editor would (a rename alone would not notice)."""
-    path = Path(path)
-    if read_source(path) != expected:
-        raise FileChanged(f"{path} changed since bnlint read it; not writing")
-    mode = path.stat().st_mode
-    if not mode & stat.S_IWUSR:
-        raise PermissionError(f"{path} is read-only; not writing")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".bnlint")
-    try:
-        with os.fdopen(fd, "w", encoding=source_encoding(path), newline="") as handle:
-            handle.write(new_text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

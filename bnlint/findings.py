@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-SAFE = "safe"
-UNSAFE = "unsafe"
+from bnlint.rules import Safety
+
+if TYPE_CHECKING:
+    from bnlint.edits import Edit
 
 
 class Instance(NamedTuple):
@@ -26,10 +28,11 @@ class Finding:
 
     ``module`` is the qualified name of the module a fix touches (if any), ``related`` the other
     modules or functions involved, in dataflow order. ``fix`` is ``None`` when bnlint cannot fix
-    it, ``"safe"`` when the fixed model computes the same function, ``"unsafe"`` when the fix
-    changes the function and the model needs retraining. ``instances`` lists every module the
-    finding stands for, its own ``model``/``module``/``related`` first: one line of code that
-    builds eight layers is one finding with eight instances. A script rule's finding has none.
+    it, ``Safety.SAFE`` when the fixed model computes the same function, ``Safety.UNSAFE`` when
+    the fix changes the function and the model needs retraining. ``instances`` lists every
+    module the finding stands for, its own ``model``/``module``/``related`` first: one line of
+    code that builds eight layers is one finding with eight instances. A script rule's finding
+    has none.
     In a notebook, ``cell`` is the cell's number (from 1, every cell counted) and ``line`` the
     line in that cell.
     """
@@ -43,7 +46,7 @@ class Finding:
     path: str | None = None
     line: int | None = None
     col: int | None = None
-    fix: str | None = None
+    fix: Safety | None = None
     instances: tuple[Instance, ...] = ()
     cell: int | None = None
 
@@ -125,8 +128,8 @@ class Report:
         summary = {
             "findings": len(self.findings),
             "by_code": dict(sorted(by_code.items())),
-            "fixable": sum(f.fix == SAFE for f in self.findings),
-            "unsafe_fixable": sum(f.fix == UNSAFE for f in self.findings),
+            "fixable": sum(f.fix == Safety.SAFE for f in self.findings),
+            "unsafe_fixable": sum(f.fix == Safety.UNSAFE for f in self.findings),
             "models_analysed": statuses.count("ok"),
             "models_by_file": self.models_by_file,
             "models_partly_analysed": len(self.partial),
@@ -176,10 +179,13 @@ class Report:
 
 @dataclass(frozen=True)
 class Hit:
-    """What a graph rule yields: a finding before it has a model name and a source location.
+    """What every rule yields: a finding before it has a place in the user's code (and, for a
+    graph rule, a model name). The engine places it, drops it where a comment suppresses it,
+    and makes it a ``Finding``.
 
-    ``module`` and ``related`` are names inside the analysed graph; ``anchor`` is the graph
-    node whose source line the finding points at.
+    ``anchor`` is what the finding points at: for a graph rule, the graph node whose source line
+    it is (``module`` and ``related`` are names inside the analysed graph); for a script or run
+    rule, the ``files.Site`` in a file. ``edits`` is a script rule's fix: edits of the script.
     """
 
     code: str
@@ -187,4 +193,5 @@ class Hit:
     module: str | None
     related: tuple[str, ...]
     anchor: Any
-    fix: str | None = None
+    fix: Safety | None = None
+    edits: tuple[Edit, ...] = ()

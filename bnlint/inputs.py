@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bnlint.load import LoadError, evaluate
-from bnlint.source import display_path
+from bnlint.files import display_path
 
 FROM_EXAMPLE = "from --example"
 FROM_FUNCTION = "from example_input()"

@@ -15,38 +15,39 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bnlint import config, notebook, source
-from bnlint.edits import read_source
+from bnlint import engine, notebook, source
+from bnlint.files import forget_files, read_notebook, read_source
 from bnlint.findings import Finding, ModelResult, Report
 from bnlint.inputs import Example, resolve
 from bnlint.load import LoadError, build, load, spec_path
-from bnlint.rules import GRAPH, RULES, SCRIPT, enabled_codes, unused_suppression
+from bnlint.rules import RULES, Scope, enabled_codes
+from bnlint.suppressions import Usage
 
 
 def check_scripts(files: Iterable[Path], codes: set[str], on_script=None,
                   used: set | None = None) -> list[Finding]:
     """Run the enabled script rules (static: the files are parsed, never run). A notebook is
     checked as the script of its code cells, its findings placed in their cells.
-    ``on_script(path, text, tree)`` sees every file they read (the fixer gathers edits);
-    ``used`` collects the suppression comments that silenced a finding."""
-    rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == SCRIPT]
+    ``on_script(path, hits)`` sees the hits of every file they read, each with the edits of
+    its fix (the fixer gathers them); ``used`` collects the suppression comments that silenced
+    a finding."""
+    rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == Scope.SCRIPT]
     findings: list[Finding] = []
     if not rules:
         return findings
     for path in files:
         try:
-            script = notebook.read(path) if notebook.is_notebook(path) else None
+            script = read_notebook(path) if notebook.is_notebook(path) else None
             text = script.text if script else read_source(path)
             tree = ast.parse(text, filename=str(path))
         except (OSError, UnicodeDecodeError, SyntaxError, RecursionError, notebook.NotANotebook):
             continue  # the loader reports unreadable files
+        hits = engine.script_hits(rules, path, text, tree, used)
         if on_script is not None:
-            on_script(path, text, tree)
-        for rule in rules:
-            for finding in rule.implementation().check(path, text, tree):
-                if not config.is_suppressed(finding.code, str(path), finding.line, finding.line,
-                                            used):
-                    findings.append(script.place(finding) if script else finding)
+            on_script(path, hits)
+        for rule, hit in hits:
+            found = engine.finding(rule, hit, hit.anchor)
+            findings.append(script.place(found) if script else found)
     return findings
 
 
@@ -69,7 +70,7 @@ def lint_specs(specs: Iterable[str], *, select=None, ignore=None, exclude=(),
     ``on_model`` itself."""
     if weights is None:
         weights = on_model is not None
-    source.forget_files()  # files read by an earlier run in this process may have changed
+    forget_files()  # files read by an earlier run in this process may have changed
     # The user's code may print while it is imported, built, run or traced: that goes to
     # stderr, so stdout holds only bnlint's report (which may be JSON or SARIF).
     with contextlib.redirect_stdout(sys.stderr):
@@ -139,8 +140,6 @@ def check_model(candidate, codes: set[str], prepare, same: SameModel, usage=None
                 on_model=None) -> Checked:
     """Build one candidate and run the graph rules on it, unless it is a model checked
     already. The model is released on return."""
-    from bnlint.engine import analyse
-
     checked = Checked()
     try:
         model, note, example = prepare(candidate)
@@ -157,10 +156,10 @@ def check_model(candidate, codes: set[str], prepare, same: SameModel, usage=None
         return checked
     same.add(model)
     try:
-        found, result = analyse(model, candidate.spec, codes, example=example,
-                                used=usage and usage.used)
+        found, result = engine.analyse(model, candidate.spec, codes, example=example,
+                                       used=usage and usage.used)
         if usage and not result.opaque:
-            usage.saw(model)
+            usage.saw(source.built_by_call(model))
         if note:
             result.notes.append(note)
         if on_model is not None:
@@ -180,9 +179,10 @@ def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare, 
           workers) -> Report:
     selected = codes = enabled_codes(select, ignore)
     if static:
-        codes = {c for c in codes if RULES[c].scope != GRAPH}
-    import_models = any(RULES[c].scope == GRAPH for c in codes)
-    usage = unused_suppression.Usage() if unused_suppression.CODE in codes else None
+        codes = {c for c in codes if RULES[c].scope != Scope.GRAPH}
+    import_models = any(RULES[c].scope == Scope.GRAPH for c in codes)
+    run_rules = [RULES[c] for c in sorted(codes) if RULES[c].scope == Scope.RUN]
+    usage = Usage() if run_rules else None
     if workers is not None and import_models:
         loaded = load(specs, exclude, import_models=False)  # the files, for the script rules
         units = workers.units(specs, exclude)
@@ -199,12 +199,11 @@ def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare, 
         for candidate in loaded.candidates:
             checked.add(check_model(candidate, codes, prepare, same, usage, on_model))
     results += checked.results
-    if checked.findings:
-        from bnlint.engine import merge
-
-        findings += merge(checked.findings)
+    findings += checked.findings
     if usage:
-        findings += unused_suppression.check(usage, loaded.files, codes)
+        findings += [engine.finding(rule, hit, hit.anchor)
+                     for rule, hit in engine.run_hits(run_rules, usage, loaded.files, codes)]
+    findings = engine.merge(findings)
     results += checked.skipped_for_arguments()
     for result in results:
         result.path = result.path or spec_path(result.spec)
@@ -212,21 +211,18 @@ def _lint(specs, select, ignore, exclude, static, on_model, on_script, prepare, 
                   warnings=_unchecked(selected, codes, loaded.files, results))
 
 
-NO_RULE = "no rule ran: the selected rules, less the ignored ones, leave none"
-
-
 def _unchecked(selected: set[str], codes: set[str], files: list[Path],
                results: list[ModelResult]) -> list[str]:
     """Why the run checked nothing, if it did not: the user must not read silence as a pass."""
     if not selected:
-        return [NO_RULE]
+        return [engine.NO_RULE]
     if not codes:
-        scripts = ", ".join(c for c in RULES if RULES[c].scope == SCRIPT)
+        scripts = ", ".join(c for c in RULES if RULES[c].scope == Scope.SCRIPT)
         return [f"no rule ran: --static runs only the rules that read scripts ({scripts}), "
                 "and none of them is selected"]
     if any(r.status == "ok" for r in results):
         return []
-    if files and any(RULES[c].scope == SCRIPT for c in codes):
+    if files and any(RULES[c].scope == Scope.SCRIPT for c in codes):
         return []
     if not files and not results:
         return ["nothing was checked: no Python file was found in the paths given"]

@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bnlint.config import DEFAULT_EXCLUDE
-from bnlint.edits import read_source
 from bnlint.findings import ModelResult
 from bnlint.notebook import is_notebook
-from bnlint.source import display_path
+from bnlint.files import display_path, read_source
 
 # Calls a module may make at its top level without counting as "doing work".
 HARMLESS_TOP_LEVEL_CALLS = (
@@ -189,7 +188,8 @@ def _on_sys_path(folder: Path):
 def _import_file(path: Path):
     """Import a file as a module (``__name__`` is not ``"__main__"``), with its folder on
     sys.path so its sibling imports work; files inside a package import as part of it."""
-    from bnlint.source import original_path, recording
+    from bnlint.files import original_path
+    from bnlint.source import recording
 
     path = path.resolve()
     # text read from stdin is imported from its copy, as the module of the file it stands for

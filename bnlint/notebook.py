@@ -16,10 +16,8 @@ import ast
 import json
 import re
 from dataclasses import dataclass, replace
-from functools import lru_cache
-from pathlib import Path
 
-from bnlint.edits import Edit, read_source, split_lines
+from bnlint.edits import Edit, split_lines
 from bnlint.edits import apply_edits as apply_text_edits
 from bnlint.edits import moved_lines as moved_text_lines
 
@@ -131,17 +129,6 @@ def script_of(text: str) -> Script:
     return Script("".join(parts), tuple(cells))
 
 
-@lru_cache(maxsize=64)
-def _script(path: str, stamp: tuple) -> Script:
-    return script_of(read_source(path))
-
-
-def read(path) -> Script:
-    """The script of a notebook file (raises NotANotebook, OSError)."""
-    info = Path(path).stat()
-    return _script(str(path), (info.st_mtime_ns, info.st_size))
-
-
 # --- positions in the notebook's JSON text -------------------------------------------------
 
 _SPACE = re.compile(r"[ \t\n\r]*")
@@ -205,13 +192,12 @@ class _Spans:
             self.sources[path[1]] = (start, self.at, [start])
 
 
-def file_line(path, cell: int, line: int) -> int | None:
-    """The line of the notebook file where a line of a cell's source is written (for tools
-    that show the file itself); None when that is not one place."""
+def file_line(text: str, cell: int, line: int) -> int | None:
+    """The line of the notebook file (its JSON ``text``) where a line of a cell's source is
+    written (for tools that show the file itself); None when that is not one place."""
     try:
-        text = read_source(path)
         spans = _Spans(text).sources.get(cell - 1)
-    except (OSError, UnicodeDecodeError, NotANotebook, IndexError, ValueError):
+    except (NotANotebook, IndexError, ValueError):
         return None
     if spans is None:
         return None

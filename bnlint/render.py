@@ -10,9 +10,10 @@ import os
 import re
 from typing import TextIO
 
-from bnlint import __version__, notebook, source
-from bnlint.findings import SAFE, Finding, ModelResult, Report
-from bnlint.rules import RULES
+from bnlint import __version__, notebook
+from bnlint.files import parse, read_source, source_line
+from bnlint.findings import Finding, ModelResult, Report
+from bnlint.rules import RULES, Safety
 
 FORMATS = ("text", "concise", "json", "jsonl", "sarif", "github")
 COLORS = ("auto", "always", "never")
@@ -42,7 +43,12 @@ def _where(f) -> str:
 
 def _file_line(f) -> int | None:
     """The line of the file itself a finding is on (in a notebook: of its JSON)."""
-    return f.line if f.cell is None else notebook.file_line(f.path, f.cell, f.line)
+    if f.cell is None:
+        return f.line
+    try:
+        return notebook.file_line(read_source(f.path), f.cell, f.line)
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _opaque(m: ModelResult) -> str:
@@ -128,7 +134,7 @@ def render_text(report: Report, out: TextIO, *, verbose: bool = False, color: st
     if statistics:
         _statistics_text(console, report)
     for f in () if statistics else report.findings:
-        mark = " [cyan]\\[*][/]" if f.fix == SAFE else ""
+        mark = " [cyan]\\[*][/]" if f.fix == Safety.SAFE else ""
         console.print(f"[bold]{escape(_where(f))}:[/] [bold red]{f.code}[/]{mark} {escape(f.message)}")
         context = [f"model {f.model}"] if f.model else []
         if f.module:
@@ -206,7 +212,7 @@ def _snippet(console, f: Finding, files: dict) -> None:
     """The line a finding points at, with a caret under the code it means, as ruff shows it."""
     from rich.text import Text
 
-    text = source.source_line(f.path, f.line) if f.path and f.line else ""
+    text = source_line(f.path, f.line) if f.path and f.line else ""
     if not text.strip():
         return
     start = min(max((f.col or 1) - 1, 0), len(text))
@@ -242,7 +248,7 @@ def _extent(expressions: dict, line: int, start: int, text: str) -> int:
 
 def _expressions(path: str) -> dict[tuple[int, int], tuple[int, int]]:
     """Where each expression of a file starts -> where the longest one starting there ends."""
-    tree = source.parse(path)
+    tree = parse(path)
     ends: dict[tuple[int, int], tuple[int, int]] = {}
     for node in ast.walk(tree) if tree is not None else ():
         if isinstance(node, ast.expr):

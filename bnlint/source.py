@@ -1,5 +1,6 @@
-"""Where things are in the user's source: construction sites of modules, call sites of
-functional ops, and the inline suppression comments found there."""
+"""Where the user's code built each module and called each functional op: construction sites
+recorded while models are built (else read from the source of the classes holding them), and
+call sites read from fx's stack traces."""
 
 from __future__ import annotations
 
@@ -8,17 +9,12 @@ import importlib.util
 import os
 import re
 import sys
-import tempfile
 import weakref
-from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from bnlint import notebook
-from bnlint.edits import read_source, split_lines
-
+from bnlint.files import Site, parse, source_line
 
 
 @lru_cache(maxsize=1)
@@ -31,74 +27,16 @@ def _internal_dirs() -> tuple[str, ...]:
     return tuple(str(d) + os.sep for d in dirs)
 
 
-@dataclass(frozen=True)
-class Site:
-    """A span in a source file; ``line`` is 1-based and ``col`` 1-based, as editors count."""
-
-    path: str
-    line: int
-    col: int
-    end_line: int
-    end_col: int
+@lru_cache(maxsize=4096)
+def _real_path(filename: str) -> str:
+    """``realpath`` of a code object's file: asked for every frame walked, so cached."""
+    return os.path.realpath(filename)
 
 
-def display_path(path: str | os.PathLike | None) -> str | None:
-    """Paths below the working directory are shown relative to it, as other linters do; a
-    copy of text read from stdin under the name it was given."""
-    if path is None:
-        return None
-    path = original_path(path)
-    try:
-        relative = os.path.relpath(path)
-    except ValueError:
-        return str(path)
-    return str(path) if relative.startswith("..") else relative
-
-
-# --- text read from stdin, linted as the file it stands for --------------------------------------
-
-_copies: dict[str, str] = {}     # real path of a temporary copy -> the path it stands for
-_originals: dict[str, str] = {}  # real path of that file -> the copy
-
-
-@contextmanager
-def standing_in(text: bytes, original: str) -> Iterator[Path]:
-    """A temporary file holding ``text`` (read from stdin), which within the block is the file
-    ``original``: it is shown under that name, and reading ``original`` reads it."""
-    with tempfile.TemporaryDirectory(prefix="bnlint-stdin-") as folder:
-        copy = Path(folder) / Path(original).name
-        copy.write_bytes(text)
-        _copies[os.path.realpath(copy)] = original
-        _originals[os.path.realpath(original)] = str(copy)
-        forget_files()
-        try:
-            yield copy
-        finally:
-            del _copies[os.path.realpath(copy)], _originals[os.path.realpath(original)]
-            forget_files()
-
-
-def stand_ins() -> dict[str, str]:
-    """The copies of stdin standing in for files now: copy -> the path it stands for, for a
-    worker process to take up with ``standing_for``."""
-    return dict(_copies)
-
-
-@contextmanager
-def standing_for(copies: dict[str, str]) -> Iterator[None]:
-    """Within the block, in another process, each copy of ``copies`` (from ``stand_ins``)
-    stands for its file as within ``standing_in``."""
-    for copy, original in copies.items():
-        _copies[copy] = original
-        _originals[os.path.realpath(original)] = copy
-    forget_files()
-    try:
-        yield
-    finally:
-        for copy, original in copies.items():
-            _copies.pop(copy, None)
-            _originals.pop(os.path.realpath(original), None)
-        forget_files()
+def is_user_file(filename: str) -> bool:
+    if filename.startswith("<"):
+        return False
+    return not _real_path(filename).startswith(_internal_dirs())
 
 
 def class_key(cls: type) -> tuple[str, str]:
@@ -110,26 +48,10 @@ def class_key(cls: type) -> tuple[str, str]:
     return (os.path.realpath(filename) if filename else cls.__module__), cls.__qualname__
 
 
-def original_path(path: str | os.PathLike) -> str | os.PathLike:
-    """The file ``path`` stands for: the given name of a copy of stdin, else ``path`` itself."""
-    return _copies.get(os.path.realpath(path), path) if _copies else path
-
-
-def stand_in(path: str | os.PathLike) -> str | os.PathLike:
-    """Where the text of ``path`` is read from: its copy, when stdin stands in for it."""
-    return _originals.get(os.path.realpath(path), path) if _originals else path
-
-
-@lru_cache(maxsize=4096)
-def _real_path(filename: str) -> str:
-    """``realpath`` of a code object's file: asked for every frame walked, so cached."""
-    return os.path.realpath(filename)
-
-
-def is_user_file(filename: str) -> bool:
-    if filename.startswith("<"):
-        return False
-    return not _real_path(filename).startswith(_internal_dirs())
+def user_function(function) -> bool:
+    """Whether ``function`` (a forward, say) is defined in the user's code."""
+    code = getattr(function, "__code__", None)
+    return code is not None and is_user_file(code.co_filename)
 
 
 # --- construction sites --------------------------------------------------------------------
@@ -389,34 +311,3 @@ def call_site(stack_trace: str | None, name: str | None = None) -> Site | None:
     return Site(path, line, col, line, len(text) + 1)
 
 
-# --- reading files -----------------------------------------------------------------------------
-
-@lru_cache(maxsize=256)
-def _lines(path: str) -> tuple[str, ...]:
-    """The file's lines as ``ast`` numbers them, without their line endings (a notebook's:
-    those of the script its code cells make)."""
-    try:
-        path = stand_in(path)
-        text = notebook.read(path).text if notebook.is_notebook(path) else read_source(path)
-    except (OSError, UnicodeDecodeError, ValueError):
-        return ()
-    return tuple(line.rstrip("\r\n") for line in split_lines(text))
-
-
-def source_line(path: str, line: int) -> str:
-    lines = _lines(path)
-    return lines[line - 1] if 0 < line <= len(lines) else ""
-
-
-@lru_cache(maxsize=256)
-def parse(path: str) -> ast.Module | None:
-    try:
-        return ast.parse("\n".join(_lines(path)), filename=path)
-    except SyntaxError:
-        return None
-
-
-def forget_files() -> None:
-    """Drop cached file contents (after bnlint itself rewrote a file)."""
-    _lines.cache_clear()
-    parse.cache_clear()

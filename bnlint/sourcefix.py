@@ -3,23 +3,12 @@
 
 While the command line loads the models, ``SourceFixer.visit_model`` notes for each fixable
 finding which code in the user's files its fix must change, and ``visit_script`` gathers the
-script rules' edits. ``plan()`` turns that into edits:
-
-* BN001: the constructor call gets ``bias=False``, but only when every layer that call built,
-  in every model checked, needs it: a helper that builds one conv feeding BatchNorm and one
-  that does not is left alone;
-* BN002 (unsafe): an activation and its BatchNorm built as neighbouring entries of one
-  ``nn.Sequential(...)`` or list trade places; where the module's own forward calls them
-  (nested, or in consecutive assignments), the calls are rewritten, if that forward runs
-  nowhere the fix does not apply;
-* BN006 (unsafe): the call that built a BatchNorm1d the graph fix replaced with a LayerNorm
-  builds ``nn.LayerNorm(C)`` instead; a BatchNorm wrapped in transposes is described;
-* BN007 (unsafe): the ``momentum`` number of the call that built the BatchNorm becomes
-  ``1 - momentum``;
-* BN008 (unsafe): a dropout built as the entry before its BatchNorm (or before the ops
-  between) moves after the BatchNorm's block; where BN002's reorder of the same BatchNorm
-  moves the dropout already, that edit fixes both;
-* other graph rules have no source edit (``bnlint.fix`` and ``--save-fixed`` apply them).
+edits the script rules' hits carry. ``plan()`` turns that into edits. A graph rule's fix is
+written into the source where its module has a ``source_fix`` (``bnlint.rules.source_fixes``):
+the rule says where the edit goes and what it is; this module groups the findings one edit
+fixes, makes the edit only where every module it changes needs it, keeps edits that clash for
+a later round, and reads and writes the files. Other graph rules have no source edit
+(``bnlint.fix`` and ``--save-fixed`` apply them).
 
 A finding the plan cannot edit loses its fix mark (``Plan.mark``) and says why, so every hint
 and every output format counts only what ``--fix`` will change. With ``--fix`` (and
@@ -43,31 +32,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bnlint import config, notebook, source
+from bnlint import notebook, source
 from bnlint.config import DEFAULT_EXCLUDE
-from bnlint.edits import (
-    Edit,
-    FileChanged,
-    apply_edits,
-    compatible,
-    moved_lines,
-    node_at,
-    read_source,
-    split_lines,
-    unified_diff,
-    write_atomic,
-)
-from bnlint.findings import SAFE, UNSAFE, Finding, Report
+from bnlint.edits import Edit, apply_edits, compatible, moved_lines, split_lines, unified_diff
+from bnlint.files import FileChanged, Site, display_path, forget_files, read_source, write_atomic
+from bnlint.findings import Finding, Hit, Report
 from bnlint.load import split_spec
-from bnlint.rules import GRAPH, RULES, SCRIPT
+from bnlint.rules import RULES, Rule, Safety, Scope
+from bnlint.rules.source_fixes import Rides, SourceFix
 
-BN001, BN002, BN006, BN007, BN008 = "BN001", "BN002", "BN006", "BN007", "BN008"
-# the graph rules whose fix bnlint writes into the source, and what stays as it was in a
-# module built by the same call that does not need the fix
-_KEPT = {BN001: "its bias is not dead", BN002: "it keeps its place",
-         BN006: "it normalises its features already", BN007: "its momentum is right",
-         BN008: "no dropout feeds it"}
-EDITED = tuple(_KEPT)
 MAX_ROUNDS = 4  # --fix: rounds of fixing and linting again, at most
 
 
@@ -113,10 +86,10 @@ class Plan:
     fixes: int = 0    # fixes (groups of edits) in ``changes``
     hidden: list[str] = field(default_factory=list)  # codes of unsafe fixes left out
     debiased: dict[str, set[str]] = field(default_factory=dict)  # path -> specs of the models
-    # whose layers its BN001 edits take the bias from (their old checkpoints need converting)
+    # whose layers its edits take parameters from (their old checkpoints need converting)
 
     def diff(self) -> str:
-        return "".join(unified_diff(source.display_path(path), before, after)
+        return "".join(unified_diff(display_path(path), before, after)
                        for path, (before, after) in self.changes.items())
 
     def write(self) -> None:
@@ -129,16 +102,16 @@ class Plan:
                 del self.changes[path]
                 self.resolves.pop(path, None)
                 self.debiased.pop(path, None)
-        source.forget_files()
+        forget_files()
 
     def remaining(self, report: Report, codes: set[str]) -> Report:
         """``report`` after ``write``: the findings the edits resolved move to ``fixed``, and
         the script rules have checked the edited files again."""
         from bnlint.lint import check_scripts
 
-        edited = {source.display_path(p): p for p in self.changes}
+        edited = {display_path(p): p for p in self.changes}
         resolved = set().union(*self.resolves.values()) if self.resolves else set()
-        script = {c for c in codes if RULES[c].scope == SCRIPT}
+        script = {c for c in codes if RULES[c].scope == Scope.SCRIPT}
         kept = [f for f in report.findings if finding_key(f) not in resolved
                 and not (f.code in script and f.path in edited)]
         again = check_scripts([Path(p) for p in self.changes], script)
@@ -156,7 +129,7 @@ class Plan:
         """Why ``--fix`` (with ``--unsafe-fixes``) would not edit the source for this finding."""
         if finding.fix is None:
             return None
-        if RULES[finding.code].scope == SCRIPT:
+        if RULES[finding.code].scope == Scope.SCRIPT:
             return self.blocked_files.get(finding.path)
         blocked = self.blocked.get(finding_key(finding))
         return blocked[0] if blocked else None
@@ -174,14 +147,14 @@ class Plan:
     def explained(self, unsafe: bool) -> list[Note]:
         """For ``--diff``, where no finding is shown: each fix that is not in the diff, and why."""
         notes = [_key_note(key, f"not fixed in the source: {why}")
-                 for key, (why, safety) in self.blocked.items() if safety == SAFE or unsafe]
+                 for key, (why, safety) in self.blocked.items() if safety == Safety.SAFE or unsafe]
         notes += [Note("", f"not fixed: {why}")
                   for path, why in self.blocked_files.items()]
         for group in self.deferred:
             line, col = group[0].start
             notes.append(Note(group[0].code, "not in this diff: it touches the same code as "
                               "another fix; --fix makes it after that one",
-                              source.display_path(group[0].path), line, col + 1))
+                              display_path(group[0].path), line, col + 1))
         return sorted(notes, key=lambda n: (n.path or "", n.line or 0, n.col or 0, n.code))
 
 
@@ -207,7 +180,7 @@ def _editable(path: str, named: list[Path]) -> str | None:
     if not any(resolved == root or root in resolved.parents for root in named):
         return ("was not named on the command line (name it, or a folder holding it, to let "
                 "bnlint edit it)")
-    relative = source.display_path(path)
+    relative = display_path(path)
     if os.path.isabs(relative):
         return "is outside the working directory"
     for part in Path(relative).parts[:-1]:
@@ -238,7 +211,7 @@ class _FunctionAt:
 
     @classmethod
     def of(cls, where):
-        if isinstance(where, (source.Site, _FunctionAt)):
+        if isinstance(where, (Site, _FunctionAt)):
             return where
         return cls(where.__name__, os.path.realpath(where.__code__.co_filename),
                    where.__code__.co_firstlineno)
@@ -281,32 +254,16 @@ class _ClassAt:
         return hash(self.key)
 
 
-def _user_function(function) -> bool:
-    code = getattr(function, "__code__", None)
-    return code is not None and source.is_user_file(code.co_filename)
-
-
-def _function_node(tree: ast.Module, function) -> ast.FunctionDef | None:
-    """The definition of ``function`` in its file's tree."""
-    first = function.__code__.co_firstlineno
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
-                node.name == function.__name__
-                and first in (node.lineno, *(d.lineno for d in node.decorator_list))):
-            return node
-    return None
-
-
 @dataclass
-class _Group:
+class Group:
     """One source edit and the findings it fixes: every module it changes must need it.
     ``where`` is the constructor call it edits, or the forward function whose calls of the
-    BatchNorm ``attr`` it rewrites; ``variants`` how the ops between are written (one for
-    each way seen: more than one cannot be edited)."""
+    BatchNorm ``attr`` it rewrites; ``variants`` what the edit depends on, one for each way
+    the modules were seen (more than one cannot be edited)."""
 
     code: str
     safety: str
-    where: source.Site | Callable
+    where: Site | Callable
     attr: str = ""
     members: set[tuple[str, str]] = field(default_factory=set)  # (model spec, module name)
     keys: set[tuple] = field(default_factory=set)
@@ -315,7 +272,7 @@ class _Group:
 
     @property
     def position(self) -> tuple:
-        if isinstance(self.where, source.Site):
+        if isinstance(self.where, Site):
             return self.where.path, self.where.line, self.where.col
         code = self.where.__code__
         return os.path.realpath(code.co_filename), code.co_firstlineno, 0
@@ -345,13 +302,13 @@ class SourceFixer:
         self.hidden_graph: list[str] = []  # codes of unsafe fixes bnlint.fix left out
         self.exposed = 0  # fixes bnlint.fix made only after another fix
         # construction site -> {(model spec, module name): class} of every module built there
-        self.built: dict[source.Site, dict[tuple[str, str], type]] = {}
+        self.built: dict[Site, dict[tuple[str, str], type]] = {}
         # a user-defined forward -> the (model spec, module name) of every module that runs it
         self.runs: dict[Callable, list[tuple[str, str]]] = {}
-        self.groups: dict[tuple, _Group] = {}
-        # (model spec, BatchNorm name) -> the size of the LayerNorm that replaced it (None:
-        # the fixed model wraps it in transposes instead)
-        self.layer_norms: dict[tuple[str, str], int | None] = {}
+        self.groups: dict[tuple, Group] = {}  # (code, where, attr) -> the group
+        # (code, model spec, module name) -> what the rule's ``from_fixed`` read from the model
+        # its graph fix made
+        self.fixed_variants: dict[tuple[str, str, str], object] = {}
         self.scripts: list[tuple[Edit, ...]] = []
 
     def again(self) -> SourceFixer:
@@ -379,7 +336,7 @@ class SourceFixer:
         other.groups = {(code, _FunctionAt.of(where), attr):
                         replace(group, where=_FunctionAt.of(group.where))
                         for (code, where, attr), group in self.groups.items()}
-        other.layer_norms = dict(self.layer_norms)
+        other.fixed_variants = dict(self.fixed_variants)
         other.blocked = dict(self.blocked)
         other.hidden_graph = list(self.hidden_graph)
         other.exposed, other.notes = self.exposed, list(self.notes)
@@ -398,7 +355,7 @@ class SourceFixer:
             mine.keys |= group.keys
             mine.variants |= group.variants
             mine.refused = mine.refused or group.refused
-        self.layer_norms.update(other.layer_norms)
+        self.fixed_variants.update(other.fixed_variants)
         self.blocked.update(other.blocked)
         self.hidden_graph += other.hidden_graph
         self.exposed += other.exposed
@@ -412,15 +369,15 @@ class SourceFixer:
                 self.built.setdefault(site, {})[(spec, name)] = type(module)
         for name, module in model.named_modules():
             forward = type(module).forward
-            if _user_function(forward):
+            if source.user_function(forward):
                 self.runs.setdefault(forward, []).append((spec, name))
-        fixable = [f for f in findings if f.fix and RULES[f.code].scope == GRAPH]
+        fixable = [f for f in findings if f.fix and RULES[f.code].scope == Scope.GRAPH]
         if not fixable:
             return  # nothing to fix: only the calls and forwards it has count (above)
-        needed = self.save_to is not None or any(f.code in EDITED for f in fixable)
+        needed = self.save_to is not None or any(source_fix(f.code) for f in fixable)
         refused = self._fix_graph(spec, model, fixable) if self.graph_fix and needed else {}
-        if not self.graph_fix and any(f.code == BN006 for f in fixable):
-            self._layer_norm_sizes(spec, model)
+        if not self.graph_fix:
+            self._fixed_variants(spec, model, fixable)
         for finding in fixable:
             self._target(spec, model, finding, refused.get((finding.code, finding.module)))
 
@@ -435,106 +392,82 @@ class SourceFixer:
             return {(f.code, f.module): str(exc) for f in fixable}
         if self.save_to is not None:
             self._save(spec, result)
-        self._record_layer_norms(spec, result)
+        self._record_fixed(spec, result)
         by_module = {(f.code, f.module): f for f in fixable}
         refused = {}
         for entry in result.skipped:
             finding = by_module.get((entry.code, entry.module))
             if finding is None:
                 continue
-            if finding.fix == UNSAFE and not self.unsafe:
+            if finding.fix == Safety.UNSAFE and not self.unsafe:
                 self.hidden_graph.append(entry.code)
             else:
                 refused[(entry.code, entry.module)] = entry.reason
-        self.exposed += sum((e.code, e.module) not in by_module and e.code in EDITED
+        self.exposed += sum((e.code, e.module) not in by_module and source_fix(e.code) is not None
                             for e in result.applied)
         return refused
 
-    def _layer_norm_sizes(self, spec: str, model) -> None:
-        """What BN006's graph fix puts in place of each BatchNorm, for a run that only plans:
-        the edit of the constructor call depends on it."""
+    def _fixed_variants(self, spec: str, model, fixable: list[Finding]) -> None:
+        """For a run that only plans: what the graph fixes whose source edit depends on the
+        fixed model (a ``from_fixed`` rule) would make of ``model``."""
         from bnlint.autofix import CopyError, fix
 
+        codes = sorted({f.code for f in fixable
+                        if (found := source_fix(f.code)) and found.from_fixed is not None})
+        if not codes:
+            return
         try:
-            self._record_layer_norms(spec, fix(model, select=[BN006], unsafe=True))
+            self._record_fixed(spec, fix(model, select=codes, unsafe=True))
         except CopyError:
             pass
 
-    def _record_layer_norms(self, spec: str, result) -> None:
+    def _record_fixed(self, spec: str, result) -> None:
         for entry in result.applied:
-            if entry.code == BN006:
-                shape = getattr(result.model.get_submodule(entry.module), "normalized_shape", None)
-                self.layer_norms[(spec, entry.module)] = shape[0] if shape else None
+            found = source_fix(entry.code)
+            if found is not None and found.from_fixed is not None:
+                self.fixed_variants[(entry.code, spec, entry.module)] = found.from_fixed(
+                    result.model, entry.module)
 
     def _target(self, spec: str, model, finding: Finding, refused: str | None) -> None:
         """File the finding under the source edit that fixes it, or say why there is none."""
         key = finding_key(finding)
-        if finding.code not in EDITED:
-            options = "--save-fixed DIR" + " --unsafe-fixes" * (finding.fix == UNSAFE)
+        rule_fix = source_fix(finding.code)
+        if rule_fix is None:
+            options = "--save-fixed DIR" + " --unsafe-fixes" * (finding.fix == Safety.UNSAFE)
             self.blocked[key] = (f"bnlint has no source edit for {finding.code}; `{options}` "
                                  "writes the model with it fixed", finding.fix)
             return
-        module = model.get_submodule(finding.module)
-        attr, variant, where = "", None, source.recorded_site(module)
-        if finding.code == BN002:
-            from bnlint.rules.act_before_bn import forward_steps
-
-            owner, _, attr = finding.module.rpartition(".")
-            forward = type(model.get_submodule(owner)).forward
-            if _user_function(forward):
-                where = forward
-                variant = forward_steps(finding.related, finding.module, owner,
-                                        lambda name: _has_module(model, name))
-                if isinstance(variant, str):
-                    refused = refused or variant
-            else:
-                attr = ""
-                variant = self._entry_sites(model, finding)
-        elif finding.code == BN006:
-            variant = self.layer_norms.get((spec, finding.module))
-        elif finding.code == BN007:
-            variant = module.momentum
-        elif finding.code == BN008:
-            variant = self._entry_sites(model, finding)
-        if where is None:
+        site = source.recorded_site(model.get_submodule(finding.module))
+        target = rule_fix.target(self, spec, model, finding, site)
+        if target.where is None:
             self.blocked[key] = ("no line of a .py file built the layer (an expression on "
                                  "the command line or library code did)", finding.fix)
             return
-        group = self.groups.setdefault((finding.code, where, attr),
-                                       _Group(finding.code, finding.fix, where, attr))
+        group = self.groups.setdefault((finding.code, target.where, target.attr),
+                                       Group(finding.code, finding.fix, target.where, target.attr))
         group.members.add((spec, finding.module))
         group.keys.add(key)
-        group.variants.add(variant)
-        group.refused = group.refused or refused
+        group.variants.add(target.variant)
+        group.refused = group.refused or refused or target.refused
 
-    @staticmethod
-    def _entry_sites(model, finding: Finding) -> tuple[source.Site, ...] | None:
-        """Where the modules a finding names besides its BatchNorm were built (BN002: the
-        activation and the ops between; BN008: the dropout, the ops between and the activation
-        after), if all are modules."""
-        sites = []
-        for name in finding.related:
-            site = source.recorded_site(model.get_submodule(name)) if _has_module(
-                model, name) else None
-            if site is None:
-                return None
-            sites.append(site)
-        return tuple(sites)
+    def built_types(self, site: Site) -> set[type]:
+        """The classes of the modules built at ``site``, in every model seen."""
+        return set(self.built.get(site, {}).values())
 
-    def visit_script(self, path: Path, text: str, tree: ast.Module) -> None:
+    def group(self, code: str, where) -> Group | None:
+        """The group of rule ``code``'s edit of the constructor call at ``where``, if any."""
+        return self.groups.get((code, where, ""))
+
+    def visit_script(self, path: Path, hits: list[tuple[Rule, Hit]]) -> None:
+        """Gather the edits of the script rules' fixes of one script: ``hits`` are the ones no
+        comment suppresses."""
         why = _editable(os.path.realpath(path), self.named)
-        for code in sorted(self.codes):
-            rule = RULES[code]
-            fixer = getattr(rule.implementation(), "fix", None) if rule.scope == SCRIPT else None
-            if fixer is None:
-                continue
-            for edit in fixer(path, text, tree):
-                if config.is_suppressed(edit.code, str(path), edit.start[0], edit.end[0]):
-                    continue
+        for _, hit in hits:
+            for edit in hit.edits:
                 if why is not None:
-                    self.blocked_files[source.display_path(path)] = \
-                        f"{source.display_path(path)} {why}"
-                elif edit.safety == SAFE or self.unsafe:
+                    self.blocked_files[display_path(path)] = \
+                        f"{display_path(path)} {why}"
+                elif edit.safety == Safety.SAFE or self.unsafe:
                     self.scripts.append((replace(edit, path=os.path.realpath(path)),))
                 else:
                     self.hidden.append(edit.code)
@@ -560,16 +493,18 @@ class SourceFixer:
         plan = Plan(notes=list(dict.fromkeys(self.notes)), blocked=dict(self.blocked),
                     blocked_files=dict(self.blocked_files), hidden=list(self.hidden))
         files: dict[str, tuple[str, list[str], ast.Module] | str] = {}
-        fixes: dict[tuple[Edit, ...], _Group | None] = {}
-        riders: dict[source.Site, set[tuple]] = {}  # BN008 findings BN002's reorder there fixes
+        fixes: dict[tuple[Edit, ...], Group | None] = {}
+        # (code, where) of a fix -> how it makes other rules' fixes there, and their findings
+        riders: dict[tuple, dict[str, set[tuple]]] = {}
         for group in sorted(self.groups.values(), key=lambda g: g.position):
             edits = self._edits(group, files)
             if isinstance(edits, str):
                 for key in group.keys:
                     plan.blocked.setdefault(key, (edits, group.safety))
-            elif not edits:  # not a fix of its own, so not counted among the hidden ones
-                riders.setdefault(group.where, set()).update(group.keys)
-            elif group.safety == UNSAFE and not self.unsafe:
+            elif isinstance(edits, Rides):  # not a fix of its own, so not among the hidden ones
+                riders.setdefault((edits.code, group.where), {}).setdefault(
+                    edits.what, set()).update(group.keys)
+            elif group.safety == Safety.UNSAFE and not self.unsafe:
                 plan.hidden.append(group.code)
             else:
                 fixes[tuple(edits)] = group
@@ -582,17 +517,19 @@ class SourceFixer:
             plan.fixes += 1
             if group is None:
                 continue
-            keys = group.keys | (riders.get(group.where, set()) if group.code == BN002 else set())
+            keys = set(group.keys)
+            if not group.attr:
+                keys.update(*riders.get((group.code, group.where), {}).values())
             plan.resolves.setdefault(path, set()).update(keys - plan.blocked.keys())
-            if group.code == BN001:
+            if source_fix(group.code).breaks_checkpoints:
                 plan.debiased.setdefault(path, set()).update(spec for spec, _ in group.members)
-        for where, keys in riders.items():
-            why = next((plan.blocked[k][0] for k in self.groups[(BN002, where, "")].keys
+        for (code, where), rides in riders.items():
+            why = next((plan.blocked[k][0] for k in self.group(code, where).keys
                         if k in plan.blocked), None)
-            for key in keys if why else ():
-                because = ("BN002's reorder of the BatchNorm moves the dropout, and it is not "
-                           f"made: {why}")
-                plan.blocked.setdefault(key, (because, UNSAFE))
+            for what, keys in rides.items() if why else ():
+                for key in keys:
+                    plan.blocked.setdefault(key, (f"{what}, and it is not made: {why}",
+                                                  Safety.UNSAFE))
         for path, edits in by_path.items():
             before = read_source(path)
             edit = notebook.apply_edits if notebook.is_notebook(path) else apply_edits
@@ -602,20 +539,21 @@ class SourceFixer:
         plan.debiased = {p: specs for p, specs in plan.debiased.items() if p in plan.changes}
         return plan
 
-    def _edits(self, group: _Group, files: dict) -> list[Edit] | str:
+    def _edits(self, group: Group, files: dict) -> list[Edit] | str | Rides:
         """The edits of one fix, or why there are none."""
         if group.refused:
             return group.refused
-        if isinstance(group.where, source.Site):
+        rule_fix = source_fix(group.code)
+        if isinstance(group.where, Site):
             site = group.where
             others = [key for key in self.built.get(site, {}) if key not in group.members]
-            what = _KEPT[group.code]
+            what = rule_fix.kept
             path, calls = site.path, "call"
         else:
             others = [(spec, f"{name}.{group.attr}" if name else group.attr)
                       for spec, name in self.runs.get(group.where, [])]
             others = [key for key in others if key not in group.members]
-            what = "the BatchNorm keeps its place"
+            what = rule_fix.kept_in_forward
             path, calls = os.path.realpath(group.where.__code__.co_filename), "forward"
         if others:
             spec, name = others[0]
@@ -624,7 +562,7 @@ class SourceFixer:
             return f"the same {calls} also {verb} `{name}` (in {spec}){more}, where {what}"
         why = _editable(path, self.named)
         if why is not None:
-            return f"{source.display_path(path)} {why}"
+            return f"{display_path(path)} {why}"
         if path not in files:
             try:
                 text = read_source(path)
@@ -634,102 +572,12 @@ class SourceFixer:
         if isinstance(files[path], str):
             return files[path]
         _, lines, tree = files[path]
-        if group.code == BN001:
-            from bnlint.rules.bias_before_bn import source_edit
-
-            call = node_at(tree, ast.Call, *_span(site))
-            types = set(self.built[site].values())
-            if call is None:
-                return "the call is no longer where it was when the model was built"
-            if len(types) > 1:
-                return "the call builds layers of different classes"
-            edit = source_edit(path, lines, call, types.pop())
-            return edit if isinstance(edit, str) else [edit]
-        if group.code == BN006:
-            return _layer_norm_edit(site, lines, tree, group.variants)
-        if group.code == BN007:
-            return _momentum_edit(site, lines, tree, set(self.built[site].values()),
-                                  group.variants)
-        if group.code == BN008:
-            return self._dropout_edits(site, lines, tree, group.variants)
-        from bnlint.rules.act_before_bn import forward_edits, source_edits
-
-        if len(group.variants) != 1 or None in group.variants:
-            return ("the activation is not a layer built next to the BatchNorm; move the "
-                    "BatchNorm before the activation by hand" if calls == "call" else
-                    "`forward` calls different layers in different models")
-        variant = next(iter(group.variants))
-        if calls == "call":
-            return source_edits(path, lines, tree, [*map(_span, variant), _span(site)])
-        function = _function_node(tree, group.where)
-        if function is None:
-            return "`forward` is no longer where it was when the model was built"
-        return forward_edits(path, lines, function, variant)
-
-    def _dropout_edits(self, site: source.Site, lines: list[str], tree: ast.Module,
-                       variants: set) -> list[Edit] | str:
-        """BN008: the dropout's entry moves below the BatchNorm's block; ``[]`` where BN002's
-        reorder of the same BatchNorm moves it already."""
-        from bnlint.rules.dropout_before_bn import source_edits
-
-        if len(variants) != 1 or None in variants:
-            return ("the dropout is not a layer built next to the BatchNorm; move it after the "
-                    "BatchNorm by hand")
-        reorder = self.groups.get((BN002, site, ""))
-        reordered = set()
-        if reorder is not None and len(reorder.variants) == 1 and None not in reorder.variants:
-            reordered = set(map(_span, next(iter(reorder.variants))))
-        return source_edits(site.path, lines, tree,
-                            [*map(_span, next(iter(variants))), _span(site)], reordered)
+        return rule_fix.edits(self, group, path, lines, tree)
 
 
-def _momentum_edit(site: source.Site, lines: list[str], tree: ast.Module, types: set[type],
-                   momenta: set[float]) -> list[Edit] | str:
-    """BN007: the call that built the BatchNorms passes ``1 - momentum`` instead."""
-    from bnlint.rules.keras_momentum import source_edit
-
-    call = node_at(tree, ast.Call, *_span(site))
-    if call is None:
-        return "the call is no longer where it was when the model was built"
-    if len(types) > 1:
-        return "the call builds BatchNorms of different classes"
-    if len(momenta) != 1:
-        values = ", ".join(f"{m:g}" for m in sorted(momenta))
-        return (f"the BatchNorms the call builds end up with different momenta ({values}): "
-                "some are set after they are built")
-    edit = source_edit(site.path, lines, call, types.pop(), next(iter(momenta)))
-    return edit if isinstance(edit, str) else [edit]
-
-
-def _layer_norm_edit(site: source.Site, lines: list[str], tree: ast.Module,
-                     sizes: set[int | None]) -> list[Edit] | str:
-    """BN006: the BatchNorm's constructor call builds the LayerNorm of ``sizes`` instead."""
-    from bnlint.rules.wrong_axis import source_edit
-
-    if None in sizes:
-        return ("the BatchNorm also normalises values with their features in dim 1, so the "
-                "fixed model wraps its other calls in transpose(1, 2); do that in forward() "
-                "by hand")
-    if len(sizes) != 1:
-        return "the call builds BatchNorms for values with different numbers of features"
-    call = node_at(tree, ast.Call, *_span(site))
-    if call is None:
-        return "the call is no longer where it was when the model was built"
-    edit = source_edit(site.path, lines, call, next(iter(sizes)))
-    return edit if isinstance(edit, str) else [edit]
-
-
-def _span(site: source.Site) -> tuple[int, int, int, int]:
-    """A recorded site as ast reports positions: 1-based lines, 0-based byte columns."""
-    return site.line, site.col - 1, site.end_line, site.end_col - 1
-
-
-def _has_module(model, name: str) -> bool:
-    try:
-        model.get_submodule(name)
-    except AttributeError:
-        return False
-    return True
+def source_fix(code: str) -> SourceFix | None:
+    """The source edit of graph rule ``code``'s fix, if its module declares one."""
+    return getattr(RULES[code].implementation(), "source_fix", None)
 
 
 # --- --fix, to the end -----------------------------------------------------------------------------
@@ -737,9 +585,10 @@ def _has_module(model, name: str) -> bool:
 def _more_to_do(fixer: SourceFixer, plan: Plan, remaining: Report) -> bool:
     """Whether the edits made room for more fixes: ``bnlint.fix`` made some only after others,
     fixes clashed with each other, or the edited scripts have fixable findings again."""
-    edited = {source.display_path(p) for p in plan.changes}
+    edited = {display_path(p) for p in plan.changes}
     return bool(plan.changes) and bool(fixer.exposed or plan.deferred or any(
-        (f.fix == SAFE or f.fix == UNSAFE and fixer.unsafe) and RULES[f.code].scope == SCRIPT
+        (f.fix == Safety.SAFE or f.fix == Safety.UNSAFE and fixer.unsafe)
+        and RULES[f.code].scope == Scope.SCRIPT
         and f.path in edited for f in remaining.findings))
 
 

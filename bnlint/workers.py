@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from bnlint import source
-from bnlint.edits import read_source
+from bnlint import files, source
+from bnlint.files import read_source
 from bnlint.findings import Finding, ModelResult
 from bnlint.lint import Checked, SameModel, check_model, preparer
 from bnlint.load import MODEL_HINTS, python_files, runs_code_on_import, split_spec
@@ -188,7 +188,7 @@ class Workers:
             self.watch.found(findings)
         setup = Setup(set(codes), list(exclude), one_per_class, self.example, self.input_shape,
                       self.fixer.again() if self.fixer is not None else None, self.settings,
-                      source.stand_ins(), usage is not None)
+                      files.stand_ins(), usage is not None)
         done = _Pool(self, setup, units).run()
         checked = Checked()
         for unit in done:
@@ -334,7 +334,7 @@ class _Pool:
         unit = self.units[worker.unit]
         index, spec = worker.current or (worker.next, None)
         if index == -1:
-            label = source.display_path(spec) if Path(spec).exists() else spec
+            label = files.display_path(spec) if Path(spec).exists() else spec
             unit.loaded = Checked([ModelResult(label, "error", why)])
         elif spec is not None:
             result = ModelResult(spec, "error", why)
@@ -362,16 +362,16 @@ def _serve(conn, setup: Setup) -> None:
     """A worker: import what every model needs, then check the units the parent sends."""
     os.dup2(2, 1)  # what the user's code prints goes to stderr, as in a run in one process
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which ends us
-    from bnlint import config
+    from bnlint import suppressions
 
     with contextlib.suppress(ImportError):  # without torch, each file's import says so
         import torch  # noqa: F401 - once, before the first model's clock starts
 
     prepare = preparer(setup.example, setup.input_shape, weights=False)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(source.standing_for(setup.stand_ins))
+        stack.enter_context(files.standing_for(setup.stand_ins))
         if setup.settings is not None:
-            stack.enter_context(config.applying_per_file_ignores(setup.settings))
+            stack.enter_context(suppressions.applying_per_file_ignores(setup.settings))
         stack.enter_context(contextlib.redirect_stdout(sys.stderr))
         conn.send(("ready",))
         while True:
@@ -385,7 +385,7 @@ def _serve(conn, setup: Setup) -> None:
 
 def _check_unit(conn, setup: Setup, prepare, unit: int, spec: str, start: int) -> None:
     from bnlint.load import load
-    from bnlint.rules.unused_suppression import Usage
+    from bnlint.suppressions import Usage
 
     loaded = load([spec], setup.exclude)
     conn.send(("loaded", Checked(list(loaded.results), needs_arguments={

@@ -1,6 +1,7 @@
 """Models built from the bundled fixtures, in states tests need."""
 
 import importlib.util
+import sys
 
 import torch
 
@@ -8,10 +9,14 @@ from conftest import FIXTURES
 
 
 def fixture_module(name: str):
-    spec = importlib.util.spec_from_file_location(f"fixture_{name}", FIXTURES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """``fixtures/<name>.py``, imported once and registered under its name, so that bnlint
+    finds the source of its classes."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, FIXTURES / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def trained_vgg(steps: int = 3):

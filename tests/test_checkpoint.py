@@ -4,29 +4,13 @@ load and compute exactly what they did, in training and in eval mode."""
 
 import pytest
 import torch
-from click.testing import CliRunner
 from torch import nn
 
 import bnlint
 from bnlint.checkpoint import CheckpointError
-from bnlint.cli import main
-from tests.conftest import FIXTURES
-from tests.test_fix_graph import (  # noqa: F401 - one_thread is an autouse fixture
-    assert_same_function,
-    one_thread,
-    train,
-)
-from tests.test_fix_source import import_fresh
+from conftest import FIXTURES, assert_same_function, import_fresh, run_bnlint, train
 
-
-def bnlint_cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def trained_checkpoint(path, build, shape):
@@ -50,7 +34,7 @@ def test_an_old_checkpoint_loads_into_the_fixed_code_and_computes_the_same(
     path.write_text((FIXTURES / fixture).read_text())
     original, old = trained_checkpoint(path, build, shape)
 
-    fixed_run = bnlint_cli(path.name, "--fix")
+    fixed_run = run_bnlint(path.name, "--fix")
     assert "bias=False" in path.read_text()
     assert "--convert-checkpoint OLD.pt NEW.pt" in fixed_run.stderr
 
@@ -67,11 +51,11 @@ def test_the_command_line_converts_a_saved_file_for_a_model_spec(project):
     path = project / "vgg.py"
     path.write_text((FIXTURES / "vgg.py").read_text())
     original, _ = trained_checkpoint(path, lambda m: m.vgg11_small(), (8, 3, 32, 32))
-    fixed_run = bnlint_cli(path.name, "--fix")
+    fixed_run = run_bnlint(path.name, "--fix")
     assert ("convert each with `bnlint SPEC --convert-checkpoint OLD.pt NEW.pt` (SPEC: "
             "'vgg.py:vgg11()', 'vgg.py:vgg11_small()')") in fixed_run.stderr
 
-    result = bnlint_cli("vgg.py:vgg11_small()", "--convert-checkpoint", "old.pt", "new.pt")
+    result = run_bnlint("vgg.py:vgg11_small()", "--convert-checkpoint", "old.pt", "new.pt")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("new.pt: old.pt for vgg.py:vgg11_small(), with 8 biases "
                                     "folded into BatchNorm's running mean (features.0.bias, ")
@@ -80,7 +64,7 @@ def test_the_command_line_converts_a_saved_file_for_a_model_spec(project):
     assert_same_function(original, fixed, (8, 3, 32, 32))
 
     written = (project / "new.pt").read_bytes()
-    again = bnlint_cli("vgg.py:vgg11_small()", "--convert-checkpoint", "old.pt", "new.pt")
+    again = run_bnlint("vgg.py:vgg11_small()", "--convert-checkpoint", "old.pt", "new.pt")
     assert again.exit_code == 2 and "new.pt already exists; not overwriting it" in again.stderr
     assert (project / "new.pt").read_bytes() == written
 
@@ -94,7 +78,7 @@ def test_a_checkpoint_of_another_model_is_refused_in_one_line(project, spec, mes
     path = project / "vgg.py"
     path.write_text((FIXTURES / "vgg.py").read_text())
     trained_checkpoint(path, lambda m: m.vgg11_small(), (8, 3, 32, 32))
-    result = bnlint_cli(spec, "--convert-checkpoint", "old.pt", "new.pt")
+    result = run_bnlint(spec, "--convert-checkpoint", "old.pt", "new.pt")
     assert result.exit_code == 2
     assert message in result.stderr and "Traceback" not in result.output
     assert not (project / "new.pt").exists()
@@ -120,6 +104,6 @@ def test_a_bias_that_still_matters_is_not_folded():
 
 def test_fixes_that_remove_no_bias_say_nothing_about_checkpoints(project):
     (project / "small.py").write_text((FIXTURES / "act_before_bn.py").read_text())
-    result = bnlint_cli("small.py", "--fix", "--unsafe-fixes")
+    result = run_bnlint("small.py", "--fix", "--unsafe-fixes")
     assert "(4 fixed" in result.stdout
     assert "checkpoint" not in result.output.lower()

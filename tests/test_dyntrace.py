@@ -21,8 +21,7 @@ from bnlint.inputs import Example
 from bnlint.rules import enabled_codes
 from bnlint.source import recording
 from bnlint.trace import trace_model
-from conftest import FIXTURES, line_of
-from tests.test_fix_graph import assert_same_function
+from conftest import FIXTURES, assert_same_function, line_of
 
 
 def built(name: str, cls: str, **kwargs):

@@ -7,18 +7,9 @@ import stat
 
 import pytest
 
-from bnlint import source
-from bnlint.edits import (
-    Edit,
-    FileChanged,
-    OverlappingEdits,
-    apply_edits,
-    compatible,
-    read_source,
-    span_of,
-    split_lines,
-    write_atomic,
-)
+from bnlint import files
+from bnlint.edits import Edit, OverlappingEdits, apply_edits, compatible, span_of, split_lines
+from bnlint.files import FileChanged, read_source, write_atomic
 
 # characters str.splitlines() breaks lines at, but Python's tokenizer does not
 NOT_LINE_BREAKS = "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
@@ -45,8 +36,8 @@ def test_source_lines_match_ast_after_a_page_break(tmp_path):
     path = tmp_path / "m.py"
     path.write_text("a = 1\n\x0c\nb = f()  # noqa: BN001\n", encoding="utf-8")
     call = next(n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call))
-    source.forget_files()
-    assert source.source_line(str(path), call.lineno).endswith("# noqa: BN001")
+    files.forget_files()
+    assert files.source_line(str(path), call.lineno).endswith("# noqa: BN001")
 
 
 def test_apply_edits_keeps_everything_else_and_the_files_line_endings():
@@ -88,8 +79,6 @@ def test_write_atomic_refuses_a_changed_file_and_keeps_mode_and_endings(tmp_path
 
 
 def test_write_keeps_a_bom_and_a_declared_encoding(tmp_path):
-    from bnlint.edits import read_source, write_atomic
-
     for name, raw in [("bom.py", b"\xef\xbb\xbfx = 1\n"),
                       ("latin.py", b"# -*- coding: latin-1 -*-\ns = 'caf\xe9'\n")]:
         path = tmp_path / name
@@ -100,10 +89,6 @@ def test_write_keeps_a_bom_and_a_declared_encoding(tmp_path):
 
 
 def test_read_only_file_is_refused_and_left_alone(tmp_path):
-    import pytest
-
-    from bnlint.edits import write_atomic
-
     path = tmp_path / "model.py"
     path.write_text("x = 1\n")
     path.chmod(0o444)

@@ -1,236 +1,18 @@
-"""bnlint.fix: the fixed model computes what the original computes (BN001, safe), in training
-and in eval mode, after the running statistics have moved, and while training goes on."""
+"""bnlint.fix, whatever the rule: suppressed findings stay, fixes that make room for others are
+followed by them, layers called in several traced parts are left alone, and the caller's model
+is never changed. (What each rule's fix computes is tested with the rule, in tests/rules/.)"""
 
-import copy
 import importlib.util
-import sys
 
 import pytest
-import torch
-from torch import fx, nn
+from torch import nn
 
 import bnlint
 from bnlint.autofix import CopyError
-from tests.conftest import FIXTURES
+from conftest import FIXTURES, assert_same_function, train
+from fixtures_models import fixture_module
 
-# float32 forward passes of the same function in a different order of operations
-TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread runs them fastest, and several threads on a busy
-    machine mostly wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def fixture_module(name: str):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, FIXTURES / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-def batch(shape, seed):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=generator)
-
-
-def train(model: nn.Module, shape, steps: int, seed: int = 0) -> None:
-    """A few SGD steps on random data: weights, biases and running statistics all move."""
-    model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    dtype = next(model.parameters()).dtype
-    for step in range(steps):
-        torch.manual_seed(seed + step)
-        out = model(batch(shape, seed + step).to(dtype) * 2 + 1)
-        loss = out.square().mean() + out.mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-
-def assert_same_function(original: nn.Module, fixed: nn.Module, shape, seed: int = 100) -> None:
-    """Same outputs in training mode (which also updates both running means) and then in eval
-    mode, on data whose per-channel mean is far from zero."""
-    x = batch(shape, seed) * 3 + 2
-    for mode in (True, False):
-        original.train(mode)
-        fixed.train(mode)
-        torch.manual_seed(seed)
-        expected = original(x)
-        torch.manual_seed(seed)
-        torch.testing.assert_close(fixed(x), expected, **TOLERANCE)
-
-
-def fixed_after_training(model, shape, **options):
-    train(model, shape, steps=3)
-    result = bnlint.fix(model, **options)
-    return result
-
-
-IMAGE = (8, 3, 16, 16)
-
-
-@pytest.mark.parametrize("name", ["SiameseNet", "FlattenHeadNet", "ResidualSubNet", "MLPHead"])
-def test_bn001_fix_keeps_the_function(name):
-    model = getattr(fixture_module("fixable"), name)()
-    result = fixed_after_training(model, IMAGE)
-    assert [e.code for e in result.applied] == ["BN001"]
-    assert result.skipped == []
-    assert_same_function(model, result.model, IMAGE)
-
-
-def test_fixed_model_stays_equal_while_both_train_on():
-    model = fixture_module("vgg").vgg11_small()
-    shape = (8, 3, 32, 32)
-    result = fixed_after_training(model, shape)
-    assert len(result.applied) == 8
-    fixed = result.model
-    train(model, shape, steps=2, seed=50)
-    train(fixed, shape, steps=2, seed=50)
-    assert_same_function(model, fixed, shape)
-
-
-def test_fix_drops_biases_keeps_class_names_and_leaves_the_original_alone():
-    model = fixture_module("vgg").vgg11_small()
-    train(model, (8, 3, 32, 32), steps=2)
-    before = copy.deepcopy(model.state_dict())
-    result = bnlint.fix(model)
-    fixed = result.model
-    assert type(fixed) is type(model)
-    assert fixed.features[0].bias is None and model.features[0].bias is not None
-    for key, value in model.state_dict().items():
-        assert torch.equal(value, before[key]), f"{key} of the caller's model changed"
-    removed = {f"features.{i}.bias" for i in (0, 4, 8, 11, 15, 18, 22, 25)}
-    assert set(before) - set(fixed.state_dict()) == removed
-    assert set(fixed.state_dict()) <= set(before)
-    shifted = fixed.state_dict()["features.1.running_mean"]
-    expected = before["features.1.running_mean"] - before["features.0.bias"]
-    torch.testing.assert_close(shifted, expected)
-
-
-def test_fixed_state_dict_loads_into_the_model_built_with_bias_false(tmp_path):
-    """The checkpoint path: fix a trained model, load its weights into code that now says
-    bias=False, and get the same model."""
-    vgg = fixture_module("vgg")
-    model = vgg.vgg11_small()
-    train(model, (8, 3, 32, 32), steps=2)
-    fixed = bnlint.fix(model).model
-    rebuilt = vgg.vgg11_small()
-    for i in (0, 4, 8, 11, 15, 18, 22, 25):
-        rebuilt.features[i].bias = None
-    rebuilt.load_state_dict(fixed.state_dict())
-    assert_same_function(model, rebuilt, (8, 3, 32, 32))
-
-
-@pytest.mark.parametrize("name, reason", [
-    ("SharedStemNet", "also called where its output does not feed BatchNorm"),
-    ("SharedNormNet", "running mean is shared"),
-])
-def test_bn001_is_refused_where_the_bias_still_matters(name, reason):
-    model = getattr(fixture_module("fixable"), name)()
-    result = bnlint.fix(model)
-    assert result.applied == []
-    [skipped] = result.skipped
-    assert skipped.code == "BN001" and reason in skipped.reason
-    assert next(fixed.bias for fixed in result.model.modules()
-                if isinstance(fixed, nn.Conv2d)) is not None
-    finding = bnlint.check(model).findings[0]
-    assert finding.fix is None and reason in finding.message
-
-
-def test_a_shared_layer_feeding_batchnorm_on_every_call_is_fixed_once():
-    model = fixture_module("fixable").SiameseNet()
-    result = fixed_after_training(model, IMAGE)
-    assert [(e.code, e.module) for e in result.applied] == [("BN001", "stem")]
-    assert set(result.applied[0].related) == {"bn_left", "bn_right"}
-
-
-class ConvCell(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(4, 4, 3, padding=1)
-        self.bn = nn.BatchNorm2d(4)
-
-    def forward(self, x):
-        return torch.relu(self.bn(self.conv(x)))
-
-
-class Unrolled(nn.Module):
-    """One cell applied twice: conv and BatchNorm are both shared, and every BatchNorm call
-    sees the bias once, so the fold is still exact."""
-
-    def __init__(self):
-        super().__init__()
-        self.cell = ConvCell()
-
-    def forward(self, x):
-        return self.cell(self.cell(x))
-
-
-class DoubledResidual(nn.Module):
-    """The bias reaches BatchNorm twice (y + y): twice the bias folds into the running mean."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(4, 4, 1)
-        self.bn = nn.BatchNorm2d(4)
-
-    def forward(self, x):
-        y = self.conv(x)
-        return self.bn(y + y)
-
-
-@pytest.mark.parametrize("cls", [Unrolled, DoubledResidual])
-def test_fold_counts_every_arrival_of_the_bias(cls):
-    model = cls()
-    shape = (6, 4, 5, 5)
-    result = fixed_after_training(model, shape)
-    assert [e.code for e in result.applied] == ["BN001"]
-    assert_same_function(model, result.model, shape)
-
-
-class FunctionalBias(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(4, 3, 3, 3))
-        self.bias = nn.Parameter(torch.randn(4))
-        self.bn = nn.BatchNorm2d(4)
-
-    def forward(self, x):
-        return self.bn(nn.functional.conv2d(x, self.weight, self.bias))
-
-
-class MyConv(nn.Conv2d):
-    def forward(self, x):
-        return super().forward(x) * 2
-
-
-class CustomConvNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = MyConv(3, 4, 3)
-        self.bn = nn.BatchNorm2d(4)
-
-    def forward(self, x):
-        return self.bn(self.conv(x))
-
-
-@pytest.mark.parametrize("cls, reason", [
-    (FunctionalBias, "functional call"),
-    (CustomConvNet, "defines its own `forward`"),
-])
-def test_unprovable_folds_are_skipped_with_a_reason(cls, reason):
-    result = bnlint.fix(cls())
-    assert result.applied == []
-    assert [e.code for e in result.skipped] == ["BN001"]
-    assert reason in result.skipped[0].reason
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_suppressed_findings_are_not_fixed(tmp_path):
@@ -247,30 +29,6 @@ def test_suppressed_findings_are_not_fixed(tmp_path):
         spec.loader.exec_module(module)
         model = module.vgg11_small()
     assert bnlint.fix(model).applied == []
-
-
-def test_bn002_is_unsafe_and_only_applied_when_asked():
-    model = fixture_module("act_before_bn").SmallNet()
-    safe = bnlint.fix(model)
-    assert safe.applied == []
-    assert {e.module for e in safe.skipped} == {"block1.bn", "bn2", "head.4"}
-    assert all("unsafe" in e.reason for e in safe.skipped)
-    unsafe = bnlint.fix(model, unsafe=True)
-    assert {e.module for e in unsafe.applied} == {"block1.bn", "bn2", "head.4"}
-    fixed = unsafe.model
-    assert isinstance(fixed, fx.GraphModule)
-    assert set(fixed.state_dict()) == set(model.state_dict())
-    fixed.load_state_dict(model.state_dict())
-    assert bnlint.check(fixed, select=["BN002"]).findings == []
-    order = [n.target for n in fixed.graph.nodes if n.op == "call_module"]
-    assert order.index("head.4") < order.index("head.2") < order.index("head.3")
-    assert fixed(torch.randn(2, 3, 32, 32)).shape == (2, 10)
-
-
-def test_bn002_refuses_when_the_activation_output_is_reused():
-    result = bnlint.fix(fixture_module("act_before_bn").SkipNet(), unsafe=True)
-    assert result.applied == []
-    assert "also feeds other layers" in result.skipped[0].reason
 
 
 class ReorderExposesBias(nn.Module):
@@ -339,24 +97,3 @@ def test_a_model_that_cannot_be_copied_is_refused_not_changed():
     with pytest.raises(CopyError, match="copy.deepcopy failed"):
         bnlint.fix(model)
     assert model.conv.bias is not None
-
-
-class FlattenThenNorm(nn.Module):
-    """ReLU, flatten, BatchNorm1d over every position: BatchNorm2d would be needed before."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, bias=False)
-        self.bn = nn.BatchNorm1d(4 * 4 * 4)
-
-    def forward(self, x):
-        return self.bn(torch.flatten(torch.relu(self.conv(x)), 1))
-
-
-def test_bn002_is_not_offered_where_moving_would_change_the_shape_batchnorm_sees():
-    [finding] = bnlint.check(FlattenThenNorm()).findings
-    assert finding.fix is None
-    assert "by hand (`torch.flatten` between them changes the layout" in finding.message
-    result = bnlint.fix(FlattenThenNorm(), unsafe=True)
-    assert result.applied == []
-    assert "changes the layout" in result.skipped[0].reason

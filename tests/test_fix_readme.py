@@ -5,7 +5,7 @@ import re
 import shutil
 import subprocess
 
-from tests.conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT
 
 SECTION = re.search(r"^## Fixing\n(.*?)^## ", (ROOT / "README.md").read_text(encoding="utf-8"),
                     re.S | re.M)[1]

@@ -12,13 +12,10 @@ from torch import nn
 import bnlint
 from bnlint.cli import main
 from bnlint.export import ExportError, write_model
-from tests.conftest import FIXTURES
-from tests.test_fix_graph import (  # noqa: F401 - one_thread is an autouse fixture
-    assert_same_function,
-    fixture_module,
-    one_thread,
-    train,
-)
+from conftest import FIXTURES, assert_same_function, train
+from fixtures_models import fixture_module
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 _names = itertools.count()
 

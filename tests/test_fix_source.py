@@ -3,11 +3,8 @@ what a user relies on around them (nothing written by --diff, idempotence, the e
 still builds the same model, refusals)."""
 
 import difflib
-import importlib.util
-import itertools
 import json
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +17,7 @@ import bnlint as bnlint_api
 from bnlint.cli import main
 from bnlint.edits import split_lines
 from bnlint.lint import lint_specs
-from tests.conftest import FIXTURES
+from conftest import FIXTURES, assert_same_function, import_fresh, run_bnlint, train
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = {  # case -> extra options, and the input shape of each model its file defines
@@ -32,37 +29,13 @@ CASES = {  # case -> extra options, and the input shape of each model its file d
     "forward_assignments": (["--unsafe-fixes"], {"Net": (3, 16, 16)}),
     "reorder_then_bias": (["--unsafe-fixes"], {"MLP": (8,)}),
 }
-_names = itertools.count()
-
-
-def bnlint(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def import_fresh(path: Path):
-    """Import a file under a name never used before, so an edited file is read again (and
-    registered, so that bnlint finds the source of its classes)."""
-    spec = importlib.util.spec_from_file_location(f"edited_{next(_names)}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def models_of(module, shapes: dict[str, tuple]) -> dict[str, nn.Module]:
     return {name: getattr(module, name)() for name in shapes}
 
 
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """An empty project folder as the working directory (bnlint edits only files below it)."""
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def fixable_left(path: Path, options: list[str]) -> list[tuple[str, str]]:
     """(code, safety) of every finding a fresh run on ``path`` offers to fix with ``options``."""
-    report = json.loads(bnlint(path.name, "--format", "json").stdout)
+    report = json.loads(run_bnlint(path.name, "--format", "json").stdout)
     wanted = {"safe", "unsafe"} if "--unsafe-fixes" in options else {"safe"}
     return [(f["code"], f["fix"]["safety"]) for f in report["findings"]
             if f["fix"] and f["fix"]["safety"] in wanted]
@@ -79,18 +52,18 @@ def test_golden(case, project):
     path.write_text(before, encoding="utf-8")
 
     options, shapes = CASES[case]
-    shown = bnlint(path.name, "--diff", *options)
+    shown = run_bnlint(path.name, "--diff", *options)
     assert path.read_text(encoding="utf-8") == before, "--diff wrote to the file"
     assert shown.exit_code == 1
     assert shown.stdout == "".join(difflib.unified_diff(
         split_lines(before), split_lines(shown_after), "a/model.py", "b/model.py"))
 
-    fixed = bnlint(path.name, "--fix", *options)
+    fixed = run_bnlint(path.name, "--fix", *options)
     assert fixed.exit_code == 1, fixed.output
     assert path.read_text(encoding="utf-8") == expected
     # one --fix reaches the fixed point: a second run finds nothing it would fix
     assert fixable_left(path, options) == []
-    again = bnlint(path.name, "--fix", *options)
+    again = run_bnlint(path.name, "--fix", *options)
     assert path.read_text(encoding="utf-8") == expected
     assert not re.search(r"\b[1-9]\d* fixed", again.stdout)
 
@@ -136,7 +109,7 @@ def test_windows_line_endings_and_page_breaks_survive(project):
     )
     path = project / "net.py"
     path.write_bytes(source.encode())
-    assert bnlint(path.name, "--fix").exit_code == 1
+    assert run_bnlint(path.name, "--fix").exit_code == 1
     expected = source.replace("            3,\r\n        )",
                               "            3,\r\n            bias=False,\r\n        )")
     assert path.read_bytes() == expected.encode()
@@ -147,7 +120,7 @@ def test_suppressed_line_is_not_edited(project):
         "kernel_size=3, padding=1),", "kernel_size=3, padding=1),  # bnlint: ignore[BN001]")
     path = project / "vgg.py"
     path.write_text(source)
-    result = bnlint(path.name, "--fix")
+    result = run_bnlint(path.name, "--fix")
     assert path.read_text() == source
     assert result.exit_code == 0, result.output
 
@@ -157,7 +130,7 @@ def test_bundled_fixture_is_fixed_in_a_copy_and_builds_the_same_model(project):
     pristine = fixture.read_bytes()
     path = project / "vgg.py"
     path.write_bytes(pristine)
-    result = bnlint(path.name, "--fix")
+    result = run_bnlint(path.name, "--fix")
     assert result.exit_code == 1
     assert "(1 fixed, 0 remaining" in result.stdout
     assert fixture.read_bytes() == pristine
@@ -236,16 +209,16 @@ def test_hints_count_what_the_fix_commands_change(tmp_path, monkeypatch, setup, 
     monkeypatch.chdir(tmp_path / "work")
     paths, options = setup(tmp_path)
     before = {p: Path(p).read_text() for p in paths if Path(p).is_file()}
-    result = bnlint(*paths, *options)
+    result = run_bnlint(*paths, *options)
     assert hinted(result.stdout) == (safe, unsafe)
     assert result.stdout.count(" [*] ") == safe
     if why:
         assert "(Not fixable in the source: " in result.stdout and why in result.stdout
-    data = json.loads(bnlint(*paths, *options, "--format", "json").stdout)
+    data = json.loads(run_bnlint(*paths, *options, "--format", "json").stdout)
     assert Counter(f["fix"]["safety"] for f in data["findings"] if f["fix"]) == Counter(
         safe=safe, unsafe=unsafe)
-    assert fixed_by(bnlint(*paths, *options, "--fix").stdout) == safe
-    assert fixed_by(bnlint(*paths, *options, "--fix", "--unsafe-fixes").stdout) == unsafe
+    assert fixed_by(run_bnlint(*paths, *options, "--fix").stdout) == safe
+    assert fixed_by(run_bnlint(*paths, *options, "--fix", "--unsafe-fixes").stdout) == unsafe
     if safe == unsafe == 0:
         assert {p: Path(p).read_text() for p in before} == before
 
@@ -255,18 +228,18 @@ def test_the_unsafe_hint_says_what_the_fixes_change(project):
     (project / "predict.py").write_text(
         (FIXTURES / "scripts" / "predict_train_mode.py").read_text())
     (project / "small.py").write_text((FIXTURES / "act_before_bn.py").read_text())
-    script = bnlint("predict.py", "--fix")
+    script = run_bnlint("predict.py", "--fix")
     assert "2 more fixes with --unsafe-fixes (they change what the script does)." in script.stderr
-    model = bnlint("small.py", "--fix")
+    model = run_bnlint("small.py", "--fix")
     assert ("3 more fixes with --unsafe-fixes (they change what the model computes, so it "
             "needs training again).") in model.stderr
-    both = bnlint("predict.py", "small.py", "--fix")
+    both = run_bnlint("predict.py", "small.py", "--fix")
     assert ("5 more fixes with --unsafe-fixes (they change what the models compute (they need "
             "training again) and what the scripts do).") in both.stderr
 
 
 def test_unsafe_fixes_alone_is_a_usage_error(project):
-    result = bnlint("model.py", "--unsafe-fixes")
+    result = run_bnlint("model.py", "--unsafe-fixes")
     assert result.exit_code == 2
     assert "--unsafe-fixes goes with --fix, --diff or --save-fixed" in result.output
 
@@ -294,14 +267,14 @@ def test_a_call_shared_by_two_models_is_edited_only_if_both_are_fixed(project):
         "        return self.conv(x).relu()\n"
     )
     path.write_text(source)
-    result = bnlint(path.name, "--fix")
+    result = run_bnlint(path.name, "--fix")
     assert path.read_text() == source
     assert ("two.py:5:12: BN001 Conv2d `conv` has a bias, but its output goes into BatchNorm2d "
             "`bn`, which subtracts the per-channel mean: the bias is dead weight. Use "
             "bias=False. (Not fixable in the source: the same call also builds `conv` "
             "(in two.py:B()), where its bias is not dead.)") in result.stdout
     assert result.exit_code == 1
-    assert "[*]" not in bnlint(path.name).stdout
+    assert "[*]" not in run_bnlint(path.name).stdout
 
 
 def test_a_helper_in_a_file_that_was_not_named_is_not_edited(project):
@@ -326,8 +299,6 @@ def test_the_reordered_source_computes_what_the_graph_fix_computes(case, project
     """The rewritten forward (or Sequential) is BN002's graph fix written as code: with the
     same weights, the model the edited file builds and ``bnlint.fix``'s model agree, in
     training mode and then in eval mode."""
-    from tests.test_fix_graph import assert_same_function, train
-
     # the BatchNorm the source fix leaves in place: the graph fix must leave it too
     kept = "self.bn4 = nn.BatchNorm1d(8)"
     before, after = project / "before.py", project / "after.py"
@@ -361,9 +332,9 @@ def test_a_forward_that_also_runs_where_the_fix_does_not_apply_is_not_edited(pro
     )
     path = project / "blocks.py"
     path.write_text(source)
-    result = bnlint(path.name)
+    result = run_bnlint(path.name)
     assert hinted(result.stdout) == (0, 0)
     assert ("(Not fixable in the source: the same forward also runs for `1.bn` (in "
             "blocks.py:model), where the BatchNorm keeps its place.)") in result.stdout
-    bnlint(path.name, "--fix", "--unsafe-fixes")
+    run_bnlint(path.name, "--fix", "--unsafe-fixes")
     assert path.read_text() == source

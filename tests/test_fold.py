@@ -6,25 +6,17 @@ import copy
 
 import pytest
 import torch
-from conftest import run_bnlint
 from torch import fx, nn
 from torch.fx.experimental.optimization import fuse
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import bnlint
 from bnlint.folding import FoldError
-from tests.test_fix_graph import fixture_module
-from tests.test_fix_source import import_fresh
+from conftest import import_fresh, run_bnlint
+from fixtures_models import fixture_module
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 CASES = fixture_module("fold_cases")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def trained(model: nn.Module, steps: int = 4) -> nn.Module:

@@ -6,40 +6,19 @@ import json
 import pytest
 
 from bnlint.notebook import NotANotebook, file_line, script_of
-from conftest import run_bnlint
-
-KERNEL = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-          "language_info": {"name": "python", "version": "3.11.7"}}
-
-
-def code(source: str, outputs=(), count=None, **metadata) -> dict:
-    return {"cell_type": "code", "execution_count": count, "metadata": metadata,
-            "outputs": list(outputs), "source": source.splitlines(keepends=True)}
-
-
-def markdown(source: str) -> dict:
-    return {"cell_type": "markdown", "metadata": {}, "source": source.splitlines(keepends=True)}
-
-
-def write(path, *cells, metadata=KERNEL) -> str:
-    """A notebook as Jupyter writes it (one-space indent, non-ASCII kept)."""
-    text = json.dumps({"cells": list(cells), "metadata": metadata, "nbformat": 4,
-                       "nbformat_minor": 5}, indent=1, ensure_ascii=False) + "\n"
-    path.write_text(text, encoding="utf-8")
-    return text
-
+from conftest import KERNEL, code_cell, markdown_cell, run_bnlint, write_notebook
 
 PRINTED = {"name": "stdout", "output_type": "stream", "text": ["épocas: 3\n"]}
 TRAIN = [
-    markdown("# Training\nA small model, trained then used."),
-    code("%matplotlib inline\nimport torch\nfrom torch import nn\n!nvidia-smi\n", count=1),
-    code("model = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8))\n"
+    markdown_cell("# Training\nA small model, trained then used."),
+    code_cell("%matplotlib inline\nimport torch\nfrom torch import nn\n!nvidia-smi\n", count=1),
+    code_cell("model = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8))\n"
          "optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\nmodel?", count=2),
-    code("%%time\nfor x in torch.randn(3, 16, 8):\n    loss = model(x).pow(2).mean()\n"
+    code_cell("%%time\nfor x in torch.randn(3, 16, 8):\n    loss = model(x).pow(2).mean()\n"
          "    optimizer.zero_grad()\n    loss.backward()\n    optimizer.step()",
          outputs=[PRINTED], count=3, tags=["train"]),
-    code("%%bash\nls -l | head\n"),
-    code("with torch.no_grad():\n    print(model(torch.randn(4, 8)))", count=5),
+    code_cell("%%bash\nls -l | head\n"),
+    code_cell("with torch.no_grad():\n    print(model(torch.randn(4, 8)))", count=5),
 ]
 
 
@@ -55,7 +34,7 @@ def test_reads_the_code_cells_as_one_script_without_ipython_syntax():
 
 
 def test_finding_is_placed_in_its_cell_in_every_format(tmp_path):
-    write(tmp_path / "train.ipynb", *TRAIN)
+    write_notebook(tmp_path / "train.ipynb", *TRAIN)
     text = run_bnlint("train.ipynb", cwd=tmp_path).stdout
     assert text.startswith("train.ipynb:cell 6:2:11: BN003 `model` runs inference inside "
                            "`torch.no_grad()` but may be in training mode (set by "
@@ -84,7 +63,7 @@ def test_finding_is_placed_in_its_cell_in_every_format(tmp_path):
 
 def test_fix_edits_the_cell_and_leaves_the_rest_of_the_notebook_alone(tmp_path):
     path = tmp_path / "train.ipynb"
-    before = write(path, *TRAIN)
+    before = write_notebook(path, *TRAIN)
     diff = run_bnlint("train.ipynb", "--diff", "--unsafe-fixes", cwd=tmp_path).stdout
     assert '+    "model.eval()\\n",\n     "with torch.no_grad():\\n",' in diff
     result = run_bnlint("train.ipynb", "--fix", "--unsafe-fixes", cwd=tmp_path)
@@ -102,11 +81,11 @@ def test_fix_edits_the_cell_and_leaves_the_rest_of_the_notebook_alone(tmp_path):
 def test_fix_counts_as_fixed_only_what_it_fixed_in_the_notebook(tmp_path):
     """A finding --fix cannot edit stays, in its cell, and is not also counted as fixed, however
     far down its cell it is from the edit."""
-    traced = code("class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+    traced = code_cell("class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
                   "        self.bn = nn.BatchNorm1d(4)\n    def forward(self, x):\n"
                   "        return self.bn(x)\n" + "\n" * 100
                   + "traced = torch.jit.trace(Net(), torch.randn(2, 4))\n")
-    write(tmp_path / "train.ipynb", *TRAIN, traced)
+    write_notebook(tmp_path / "train.ipynb", *TRAIN, traced)
     data = json.loads(run_bnlint("train.ipynb", "--fix", "--unsafe-fixes", "--format", "json",
                                  cwd=tmp_path).stdout)
     assert [(f["cell"], f["line"]) for f in data["fixed"]] == [(6, 2)]
@@ -116,12 +95,12 @@ def test_fix_counts_as_fixed_only_what_it_fixed_in_the_notebook(tmp_path):
 def test_training_after_an_evaluation_cell(tmp_path):
     """BN004 across cells: the helper in one cell, the epoch loop in another; the fix moves
     train() to the top of the epoch loop."""
-    write(tmp_path / "fit.ipynb",
-          code("import torch\nfrom torch import nn\n\nmodel = nn.Sequential(nn.Linear(8, 8), "
+    write_notebook(tmp_path / "fit.ipynb",
+          code_cell("import torch\nfrom torch import nn\n\nmodel = nn.Sequential(nn.Linear(8, 8), "
                "nn.BatchNorm1d(8))\noptimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n"),
-          code("def evaluate(model):\n    model.eval()\n    with torch.no_grad():\n"
+          code_cell("def evaluate(model):\n    model.eval()\n    with torch.no_grad():\n"
                "        return model(torch.randn(16, 8)).mean().item()\n"),
-          code("model.train()\nfor epoch in range(3):\n    for x in torch.randn(4, 16, 8):\n"
+          code_cell("model.train()\nfor epoch in range(3):\n    for x in torch.randn(4, 16, 8):\n"
                "        loss = model(x).pow(2).mean()\n        optimizer.zero_grad()\n"
                "        loss.backward()\n        optimizer.step()\n    print(evaluate(model))"))
     [finding] = json.loads(run_bnlint("fit.ipynb", "--format", "json",
@@ -137,9 +116,9 @@ def test_training_after_an_evaluation_cell(tmp_path):
 
 
 def test_a_comment_in_the_cell_suppresses_it(tmp_path):
-    cells = [*TRAIN[:-1], code("with torch.no_grad():\n"
+    cells = [*TRAIN[:-1], code_cell("with torch.no_grad():\n"
                                "    print(model(torch.randn(4, 8)))  # noqa: BN003")]
-    write(tmp_path / "train.ipynb", *cells)
+    write_notebook(tmp_path / "train.ipynb", *cells)
     assert run_bnlint("train.ipynb", cwd=tmp_path).exit_code == 0
 
 
@@ -147,9 +126,9 @@ def test_a_folder_holds_scripts_and_notebooks_and_the_notebook_follows_project_i
     (tmp_path / "pyproject.toml").write_text("")
     (tmp_path / "helpers.py").write_text(
         "import torch\n\n\n@torch.no_grad()\ndef predict(model, x):\n    return model(x)\n")
-    write(tmp_path / "explore.ipynb",
-          code("import torch\nfrom torch import nn\nfrom helpers import predict\n"),
-          code("net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))\n"
+    write_notebook(tmp_path / "explore.ipynb",
+          code_cell("import torch\nfrom torch import nn\nfrom helpers import predict\n"),
+          code_cell("net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))\n"
                "predict(net, torch.randn(2, 4))"))
     (tmp_path / "job.py").write_text("import torch\nfrom torch import nn\n\n"
                                      "m = nn.BatchNorm1d(4)\nwith torch.no_grad():\n"
@@ -163,7 +142,7 @@ def test_a_folder_holds_scripts_and_notebooks_and_the_notebook_follows_project_i
 @pytest.mark.parametrize("text", [
     "not json",
     json.dumps({"worksheets": []}),  # nbformat 3
-    json.dumps({"cells": [code("x <- 1")], "metadata": {"kernelspec": {"language": "R"}}}),
+    json.dumps({"cells": [code_cell("x <- 1")], "metadata": {"kernelspec": {"language": "R"}}}),
 ])
 def test_other_files_named_ipynb_are_left_alone(tmp_path, text):
     (tmp_path / "odd.ipynb").write_text(text)
@@ -175,8 +154,8 @@ def test_other_files_named_ipynb_are_left_alone(tmp_path, text):
 
 def test_a_cell_with_a_string_source_maps_its_first_line(tmp_path):
     path = tmp_path / "one.ipynb"
-    cell = {**code(""), "source": "import torch\nm = torch.nn.BatchNorm1d(4)\n"}
+    cell = {**code_cell(""), "source": "import torch\nm = torch.nn.BatchNorm1d(4)\n"}
     path.write_text(json.dumps({"cells": [cell], "metadata": KERNEL}, indent=1))
-    assert file_line(path, 1, 1) == path.read_text().splitlines().index(
+    assert file_line(path.read_text(), 1, 1) == path.read_text().splitlines().index(
         '   "source": "import torch\\nm = torch.nn.BatchNorm1d(4)\\n"') + 1
-    assert file_line(path, 1, 2) is None
+    assert file_line(path.read_text(), 1, 2) is None

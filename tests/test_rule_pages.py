@@ -14,8 +14,7 @@ import re
 import pytest
 
 from bnlint.edits import unified_diff
-from bnlint.findings import UNSAFE
-from bnlint.rules import GRAPH, RULES, enabled_codes
+from bnlint.rules import RULES, Safety, Scope, enabled_codes
 from conftest import run_bnlint
 
 SECTIONS = ("What it does", "Why is this bad?", "Example", "Use instead", "Fix safety")
@@ -47,7 +46,7 @@ def lint(path, code: str) -> list[str]:
     report = json.loads(result.stdout)
     summary = report["summary"]
     assert summary["models_failed"] == 0, result.output
-    if RULES[code].scope == GRAPH:
+    if RULES[code].scope == Scope.GRAPH:
         assert summary["models_analysed"] >= 1, result.output
     codes = [finding["code"] for finding in report["findings"]]
     assert result.exit_code == (1 if codes else 0), result.output
@@ -81,7 +80,8 @@ def test_use_instead_raises_nothing(code, tmp_path):
 def test_fix_of_the_example_gives_use_instead(code, tmp_path):
     example, wanted = block(code, "Example"), block(code, "Use instead")
     path = write(tmp_path, f"{code.lower()}_example.py", example)
-    options = ["--select", selection(code), *(["--unsafe-fixes"] * (RULES[code].fix == UNSAFE))]
+    unsafe = ["--unsafe-fixes"] * (RULES[code].fix == Safety.UNSAFE)
+    options = ["--select", selection(code), *unsafe]
     diff = run_bnlint(path.name, "--diff", *options, cwd=tmp_path).stdout
     if diff == unified_diff(path.name, example, wanted):
         return
@@ -94,7 +94,7 @@ def test_fix_of_the_example_gives_use_instead(code, tmp_path):
         assert diff == unified_diff(path.name, example, fixed)
         assert code not in lint(write(tmp_path, f"{code.lower()}_fixed.py", fixed), code)
     else:  # no source edit: the fixed model, as --save-fixed writes it
-        assert RULES[code].scope == GRAPH, "a script rule's fix is an edit of the script"
+        assert RULES[code].scope == Scope.GRAPH, "a script rule's fix is an edit of the script"
         run_bnlint(path.name, "--save-fixed", "saved", *options, cwd=tmp_path)
         (saved,) = (tmp_path / "saved").iterdir()
         assert code not in lint(saved, code)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent  # MANIFEST.tsv, TRUTH.tsv, SPECS.tsv, _inputs/
 CORPUS = HERE  # the extracted files: --corpus
-RULES = ("BN001", "BN002", "BN003", "BN004", "BN009", "BN010")
+RULES = ("BN001", "BN002", "BN003", "BN004", "BN007", "BN008", "BN009", "BN010")
 
 
 def read_tsv(name):

@@ -9,11 +9,32 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from enum import Enum
 from importlib import resources
 
-GRAPH = "graph"    # checked on a traced model
-SCRIPT = "script"  # checked on the source text of a script, which is never run
-RUN = "run"        # checked on what the other rules of the run did: their suppression comments
+
+class _Word(str, Enum):
+    """A member is its word wherever it is written: in text, in JSON, in SARIF."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+class Scope(_Word):
+    """What a rule reads."""
+
+    GRAPH = "graph"    # a traced model
+    SCRIPT = "script"  # the source text of a script, which is never run
+    RUN = "run"        # what the other rules of the run did: their suppression comments
+
+
+class Safety(_Word):
+    """What a fix does; a rule or finding without a fix has ``None``."""
+
+    SAFE = "safe"      # the fixed model computes the same function
+    UNSAFE = "unsafe"  # the fix changes what the model computes (or the script does)
 
 
 @dataclass(frozen=True)
@@ -21,11 +42,11 @@ class Rule:
     code: str
     name: str
     summary: str
-    scope: str
+    scope: Scope
     impl: str
     severity: str = "warning"
     default: bool = True
-    fix: str | None = None  # "safe", "unsafe" or None: what its fix (if any) does to the model
+    fix: Safety | None = None  # what its fix (if any) does to the model
 
     @property
     def explanation(self) -> str:
@@ -43,86 +64,86 @@ RULES: dict[str, Rule] = {
             code="BN001",
             name="bias-before-batchnorm",
             summary="Layer with a bias feeds BatchNorm, which cancels the bias",
-            scope=GRAPH,
+            scope=Scope.GRAPH,
             impl="bnlint.rules.bias_before_bn",
-            fix="safe",
+            fix=Safety.SAFE,
         ),
         Rule(
             code="BN002",
             name="activation-before-batchnorm",
             summary="Activation feeds BatchNorm; the usual order is layer, BatchNorm, activation",
-            scope=GRAPH,
+            scope=Scope.GRAPH,
             impl="bnlint.rules.act_before_bn",
-            fix="unsafe",
+            fix=Safety.UNSAFE,
         ),
         Rule(
             code="BN003",
             name="inference-in-train-mode",
             summary="Model runs inference (no_grad, export, trace) while it may be in training mode",
-            scope=SCRIPT,
+            scope=Scope.SCRIPT,
             impl="bnlint.rules.inference_in_train",
-            fix="unsafe",
+            fix=Safety.UNSAFE,
         ),
         Rule(
             code="BN004",
             name="training-in-eval-mode",
             summary="Model is trained while an earlier evaluation may have left it in eval mode",
-            scope=SCRIPT,
+            scope=Scope.SCRIPT,
             impl="bnlint.rules.training_in_eval",
-            fix="unsafe",
+            fix=Safety.UNSAFE,
         ),
         Rule(
             code="BN005",
             name="deep-plain-network",
             summary="Four or more layer + activation stages in a row with no normalisation",
-            scope=GRAPH,
+            scope=Scope.GRAPH,
             impl="bnlint.rules.deep_plain",
             default=False,
-            fix="unsafe",
+            fix=Safety.UNSAFE,
         ),
         Rule(
             code="BN006",
             name="batchnorm-wrong-axis",
             summary="BatchNorm1d on (batch, length, features) values normalises the positions",
-            scope=GRAPH,
+            scope=Scope.GRAPH,
             impl="bnlint.rules.wrong_axis",
-            fix="unsafe",
+            fix=Safety.UNSAFE,
         ),
         Rule(
             code="BN007",
             name="keras-style-momentum",
             summary="BatchNorm momentum above 0.5, Keras's convention; PyTorch's is 1 - that",
-            scope=GRAPH,
+            scope=Scope.GRAPH,
             impl="bnlint.rules.keras_momentum",
-            fix="unsafe",
+            fix=Safety.UNSAFE,
         ),
         Rule(
             code="BN008",
             name="dropout-before-batchnorm",
             summary="Dropout feeds BatchNorm, whose running statistics then miss at inference",
-            scope=GRAPH,
+            scope=Scope.GRAPH,
             impl="bnlint.rules.dropout_before_bn",
-            fix="unsafe",
+            fix=Safety.UNSAFE,
         ),
         Rule(
             code="BN009",
             name="frozen-batchnorm-in-train-mode",
             summary="BatchNorm with frozen parameters is put in training mode for training",
-            scope=SCRIPT,
+            scope=Scope.SCRIPT,
             impl="bnlint.rules.frozen_bn_train",
         ),
         Rule(
             code="BN010",
             name="batchnorm-in-gradient-penalty-critic",
             summary="Gradient penalty on a critic that holds BatchNorm, which couples samples",
-            scope=SCRIPT,
+            scope=Scope.SCRIPT,
             impl="bnlint.rules.gp_critic",
         ),
         Rule(
             code="BN900",
             name="unused-suppression",
             summary="Suppression comment that suppresses no finding of the rules that ran",
-            scope=RUN,
+            scope=Scope.RUN,
             impl="bnlint.rules.unused_suppression",
             default=False,
         ),

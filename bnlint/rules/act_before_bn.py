@@ -15,7 +15,11 @@ from torch import fx, nn
 
 from bnlint import graph
 from bnlint.edits import Edit, callee_name, offset, span_of
-from bnlint.findings import UNSAFE, Hit
+from bnlint.findings import Hit
+from bnlint.rules import Safety
+from bnlint.rules.source_fixes import SourceFix, Target, ast_span
+from bnlint.files import Site
+from bnlint.source import recorded_site, user_function
 
 CODE = "BN002"
 
@@ -140,7 +144,7 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
             module=bn if node.op == "call_module" else None,
             related=(act, *(graph.describe(gm, v, prefix) for v in via)),
             anchor=node,
-            fix=UNSAFE if blocker is None else None,
+            fix=Safety.UNSAFE if blocker is None else None,
         )
 
 
@@ -264,7 +268,7 @@ def source_edits(path: str, lines: list[str], tree: ast.Module,
     if rotated is None:
         return ("the activation and the BatchNorm are not next to each other in one "
                 "nn.Sequential or list; move the BatchNorm before the activation by hand")
-    return [Edit(path, start, end, new, CODE, UNSAFE,
+    return [Edit(path, start, end, new, CODE, Safety.UNSAFE,
                  "BatchNorm before the activation (retrain the model)")
             for start, end, new in rotated]
 
@@ -388,7 +392,79 @@ def forward_edits(path: str, lines: list[str], function: ast.FunctionDef,
         written = before + written + after
         if not nested:  # the top of one statement's calls: replace them
             start, end = span_of(call, lines)
-            edits.append(Edit(path, start, end, written, CODE, UNSAFE,
+            edits.append(Edit(path, start, end, written, CODE, Safety.UNSAFE,
                               "BatchNorm before the activation (retrain the model)"))
             written = None
     return edits
+
+
+# --- where the source fix goes ------------------------------------------------------------------
+
+def _has_module(model, name: str) -> bool:
+    try:
+        model.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
+
+
+def entry_sites(model, finding) -> tuple[Site, ...] | None:
+    """Where the modules a finding names besides its BatchNorm were built (BN002: the
+    activation and the ops between; BN008: the dropout, the ops between and the activation
+    after), if all are modules."""
+    sites = []
+    for name in finding.related:
+        site = recorded_site(model.get_submodule(name)) if _has_module(
+            model, name) else None
+        if site is None:
+            return None
+        sites.append(site)
+    return tuple(sites)
+
+
+def _function_node(tree: ast.Module, function) -> ast.FunctionDef | None:
+    """The definition of ``function`` in its file's tree."""
+    first = function.__code__.co_firstlineno
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+                node.name == function.__name__
+                and first in (node.lineno, *(d.lineno for d in node.decorator_list))):
+            return node
+    return None
+
+
+class _SourceFix(SourceFix):
+    """An activation and its BatchNorm built as neighbouring entries of one
+    ``nn.Sequential(...)`` or list trade places; where the module's own forward calls them
+    (nested, or in consecutive assignments), the calls are rewritten, if that forward runs
+    nowhere the fix does not apply."""
+
+    kept = "it keeps its place"
+    kept_in_forward = "the BatchNorm keeps its place"
+
+    def target(self, fixer, spec, model, finding, site):
+        owner, _, attr = finding.module.rpartition(".")
+        forward = type(model.get_submodule(owner)).forward
+        if not user_function(forward):
+            return Target(site, variant=entry_sites(model, finding))
+        steps = forward_steps(finding.related, finding.module, owner,
+                              lambda name: _has_module(model, name))
+        return Target(forward, attr, steps, steps if isinstance(steps, str) else None)
+
+    def edits(self, fixer, group, path, lines, tree):
+        in_call = isinstance(group.where, Site)
+        if len(group.variants) != 1 or None in group.variants:
+            return ("the activation is not a layer built next to the BatchNorm; move the "
+                    "BatchNorm before the activation by hand" if in_call else
+                    "`forward` calls different layers in different models")
+        variant = next(iter(group.variants))
+        if in_call:
+            return source_edits(path, lines, tree, [*map(ast_span, variant),
+                                                    ast_span(group.where)])
+        function = _function_node(tree, group.where)
+        if function is None:
+            return "`forward` is no longer where it was when the model was built"
+        return forward_edits(path, lines, function, variant)
+
+
+source_fix = _SourceFix()

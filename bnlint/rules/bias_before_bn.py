@@ -18,9 +18,14 @@ from torch import fx, nn
 
 from bnlint import graph
 from bnlint.edits import Edit, add_argument, callee_name, span_of
-from bnlint.findings import SAFE, Hit
+from bnlint.findings import Hit
+from bnlint.rules import Safety
+from bnlint.rules.source_fixes import SourceFix, call_at
 
 CODE = "BN001"
+# the fix changes module state (a bias, a running mean), never the graph, so it holds on every
+# path through a forward, also on one recorded on a single path
+STATE_ONLY = True
 SHARED = ("this layer is also called where its output does not feed BatchNorm, and the bias"
           " matters there")
 ACROSS = ("this layer is also called where BatchNorm normalises another dimension than the one"
@@ -246,7 +251,7 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
                 if node.target not in plans:
                     plans[node.target] = plan(g, node.target, found)
                 if isinstance(plans[node.target], Fold):
-                    fix = SAFE
+                    fix = Safety.SAFE
                 else:
                     message += f" (Not fixable: {plans[node.target]}.)"
         yield Hit(
@@ -374,7 +379,7 @@ def source_edit(path: str, lines: list[str], call: ast.Call, layer_type: type) -
     pass ``bias=False``: an explicit ``bias`` argument (keyword or positional) becomes
     ``False``, else the keyword is added. Or why the call cannot be edited safely."""
     def edit(start, end, text):
-        return Edit(path, start, end, text, CODE, SAFE,
+        return Edit(path, start, end, text, CODE, Safety.SAFE,
                     "bias=False: BatchNorm after it cancels the bias")
 
     keyword = next((k for k in call.keywords if k.arg == "bias"), None)
@@ -393,3 +398,26 @@ def source_edit(path: str, lines: list[str], call: ast.Call, layer_type: type) -
     if index is not None and index < len(call.args):
         return edit(*span_of(call.args[index], lines), "False")
     return edit(*add_argument(lines, call, "bias=False"))
+
+
+class _SourceFix(SourceFix):
+    """The constructor call gets ``bias=False``, but only when every layer that call built, in
+    every model checked, needs it: a helper that builds one conv feeding BatchNorm and one that
+    does not is left alone. Checkpoints saved before hold the bias, so they need converting
+    (``--convert-checkpoint``)."""
+
+    kept = "its bias is not dead"
+    breaks_checkpoints = True
+
+    def edits(self, fixer, group, path, lines, tree):
+        call = call_at(tree, group.where)
+        types = fixer.built_types(group.where)
+        if call is None:
+            return "the call is no longer where it was when the model was built"
+        if len(types) > 1:
+            return "the call builds layers of different classes"
+        edit = source_edit(path, lines, call, types.pop())
+        return edit if isinstance(edit, str) else [edit]
+
+
+source_fix = _SourceFix()

@@ -18,7 +18,8 @@ from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.utils import parametrize
 
 from bnlint import graph
-from bnlint.findings import UNSAFE, Hit
+from bnlint.findings import Hit
+from bnlint.rules import Safety
 
 CODE = "BN005"
 MIN_DEPTH = 4
@@ -134,7 +135,7 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
             module=name if layer.op == "call_module" else None,
             related=(act,),
             anchor=layer,
-            fix=UNSAFE if reason is None else None,
+            fix=Safety.UNSAFE if reason is None else None,
         )
 
 

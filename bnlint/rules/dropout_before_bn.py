@@ -17,8 +17,10 @@ from torch import fx, nn
 
 from bnlint import graph
 from bnlint.edits import Edit, offset
-from bnlint.findings import UNSAFE, Hit
-from bnlint.rules.act_before_bn import entry_pieces, rotate_entries
+from bnlint.findings import Hit
+from bnlint.rules import Safety
+from bnlint.rules.act_before_bn import entry_pieces, entry_sites, rotate_entries
+from bnlint.rules.source_fixes import Rides, SourceFix, Target, ast_span
 
 CODE = "BN008"
 _CHANNEL_DROPOUT_TYPES = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -113,7 +115,7 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
             related=(drop, *(graph.describe(gm, v, prefix) for v in via),
                      *(graph.describe(gm, a, prefix) for a in after)),
             anchor=node,
-            fix=UNSAFE if isinstance(move, Move) else None,
+            fix=Safety.UNSAFE if isinstance(move, Move) else None,
         )
 
 
@@ -164,6 +166,34 @@ def source_edits(path: str, lines: list[str], tree: ast.Module,
         moves = [(start, end, ""), (below, below, text)]
     else:
         moves = rotate_entries(lines, tree, calls, -1)
-    return [Edit(path, start, end, text, CODE, UNSAFE,
+    return [Edit(path, start, end, text, CODE, Safety.UNSAFE,
                  "dropout after the BatchNorm block (retrain the model)")
             for start, end, text in moves]
+
+
+class _SourceFix(SourceFix):
+    """A dropout built as the entry before its BatchNorm (or before the ops between) moves
+    after the BatchNorm's block; where BN002's reorder of the same BatchNorm moves the dropout
+    already, that edit fixes both."""
+
+    kept = "no dropout feeds it"
+
+    def target(self, fixer, spec, model, finding, site):
+        return Target(site, variant=entry_sites(model, finding))
+
+    def edits(self, fixer, group, path, lines, tree):
+        variants, site = group.variants, group.where
+        if len(variants) != 1 or None in variants:
+            return ("the dropout is not a layer built next to the BatchNorm; move it after the "
+                    "BatchNorm by hand")
+        reorder = fixer.group("BN002", site)
+        reordered = set()
+        if reorder is not None and len(reorder.variants) == 1 and None not in reorder.variants:
+            reordered = set(map(ast_span, next(iter(reorder.variants))))
+        edits = source_edits(site.path, lines, tree,
+                             [*map(ast_span, next(iter(variants))), ast_span(site)], reordered)
+        return Rides("BN002", "BN002's reorder of the BatchNorm moves the dropout") if (
+            edits == []) else edits
+
+
+source_fix = _SourceFix()

@@ -8,11 +8,11 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-from bnlint.findings import Finding
+from bnlint.findings import Hit
 from bnlint.rules.modes import verify
 from bnlint.rules.modes.events import TRAINING_STEP, Part, Problem, Text, Use
 from bnlint.rules.modes.state import TRAIN, Fact
-from bnlint.source import display_path
+from bnlint.files import display_path
 
 CODE = "BN009"
 EVENT = TRAINING_STEP
@@ -80,5 +80,5 @@ def _column(text: Text, line: int, name: str) -> int:
     return 1
 
 
-def check(path: Path, text: str, tree: ast.Module) -> Iterator[Finding]:
-    return verify.findings(path, text, tree, CODE)
+def check(path: Path, text: str, tree: ast.Module) -> Iterator[Hit]:
+    return verify.hits(path, text, tree, CODE)

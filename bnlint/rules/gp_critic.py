@@ -7,10 +7,10 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-from bnlint.findings import Finding
+from bnlint.findings import Hit
 from bnlint.rules.modes import verify
 from bnlint.rules.modes.events import GRADIENT_PENALTY, Problem, Use
-from bnlint.source import display_path
+from bnlint.files import display_path
 
 CODE = "BN010"
 EVENT = GRADIENT_PENALTY
@@ -38,5 +38,5 @@ def problem(use: Use) -> Problem | None:
     return Problem(CODE, use.line, use.col, message, (critic.kind,) if critic.kind else (), ())
 
 
-def check(path: Path, text: str, tree: ast.Module) -> Iterator[Finding]:
-    return verify.findings(path, text, tree, CODE)
+def check(path: Path, text: str, tree: ast.Module) -> Iterator[Hit]:
+    return verify.hits(path, text, tree, CODE)

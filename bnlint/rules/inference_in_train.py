@@ -8,13 +8,12 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-from bnlint.edits import Edit
-from bnlint.findings import Finding
+from bnlint.findings import Hit
 from bnlint.rules.modes import verify
 from bnlint.rules.modes.events import INFERENCE, LineEdit, Problem, Use
 from bnlint.rules.modes.state import CALLER, EVAL, TRAIN, UNKNOWN
 from bnlint.rules.modes.vocabulary import SCRIPTING
-from bnlint.source import display_path
+from bnlint.files import display_path
 
 CODE = "BN003"
 EVENT = INFERENCE
@@ -73,9 +72,6 @@ def fixes(use: Use) -> tuple[tuple[LineEdit, ...], ...]:
     return tuple(c for c in candidates if all(c))
 
 
-def check(path: Path, text: str, tree: ast.Module) -> Iterator[Finding]:
-    return verify.findings(path, text, tree, CODE)
-
-
-def fix(path: Path, text: str, tree: ast.Module) -> Iterator[Edit]:
-    return verify.edits(path, text, tree, CODE)
+def check(path: Path, text: str, tree: ast.Module) -> Iterator[Hit]:
+    """Each problem, with its fix (checked on the fixed script) as edits."""
+    return verify.hits(path, text, tree, CODE)

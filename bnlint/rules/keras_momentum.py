@@ -16,9 +16,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from bnlint import graph
 from bnlint.edits import Edit, span_of
-from bnlint.findings import UNSAFE, Hit
+from bnlint.findings import Hit
+from bnlint.rules import Safety
+from bnlint.rules.source_fixes import SourceFix, Target, call_at
 
 CODE = "BN007"
+# the fix changes module state (the momentum), never the graph
+STATE_ONLY = True
 KERAS_EPS = 1e-3  # Keras's default epsilon; PyTorch's is 1e-5
 
 
@@ -56,7 +60,7 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
             message += (" Its eps=1e-3 is Keras's default too; it is a sound value in PyTorch "
                         "(weights ported from TensorFlow expect it), so the fix keeps it.")
         yield Hit(code=CODE, message=message, module=graph.describe(gm, node, prefix),
-                  related=(), anchor=node, fix=UNSAFE)
+                  related=(), anchor=node, fix=Safety.UNSAFE)
 
 
 def fix(gm: fx.GraphModule, hit: Hit) -> str | None:
@@ -112,5 +116,31 @@ def source_edit(path: str, lines: list[str], call: ast.Call, bn_type: type,
     if abs(written - momentum) > 1e-12:
         return (f"the call passes momentum={written:g}, but the module has {momentum:g}, set "
                 "after it was built")
-    return Edit(path, *span_of(argument, lines), f"{converted(momentum):g}", CODE, UNSAFE,
+    return Edit(path, *span_of(argument, lines), f"{converted(momentum):g}", CODE, Safety.UNSAFE,
                 "PyTorch momentum (1 - the Keras value)")
+
+
+class _SourceFix(SourceFix):
+    """The ``momentum`` number of the call that built the BatchNorm becomes ``1 - momentum``."""
+
+    kept = "its momentum is right"
+
+    def target(self, fixer, spec, model, finding, site):
+        return Target(site, variant=model.get_submodule(finding.module).momentum)
+
+    def edits(self, fixer, group, path, lines, tree):
+        call = call_at(tree, group.where)
+        types = fixer.built_types(group.where)
+        if call is None:
+            return "the call is no longer where it was when the model was built"
+        if len(types) > 1:
+            return "the call builds BatchNorms of different classes"
+        if len(group.variants) != 1:
+            values = ", ".join(f"{m:g}" for m in sorted(group.variants))
+            return (f"the BatchNorms the call builds end up with different momenta ({values}): "
+                    "some are set after they are built")
+        edit = source_edit(path, lines, call, types.pop(), next(iter(group.variants)))
+        return edit if isinstance(edit, str) else [edit]
+
+
+source_fix = _SourceFix()

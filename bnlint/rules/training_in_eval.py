@@ -9,8 +9,7 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-from bnlint.edits import Edit
-from bnlint.findings import Finding
+from bnlint.findings import Hit
 from bnlint.rules.modes import verify
 from bnlint.rules.modes.events import TRAINING_STEP, LineEdit, Problem, Use
 from bnlint.rules.modes.state import CALLER, EVAL, TRAIN, UNKNOWN, Fact
@@ -72,9 +71,6 @@ def _is_call(stmt: ast.stmt, code: str, place) -> bool:
             and ast.unparse(stmt) == code)
 
 
-def check(path: Path, text: str, tree: ast.Module) -> Iterator[Finding]:
-    return verify.findings(path, text, tree, CODE)
-
-
-def fix(path: Path, text: str, tree: ast.Module) -> Iterator[Edit]:
-    return verify.edits(path, text, tree, CODE)
+def check(path: Path, text: str, tree: ast.Module) -> Iterator[Hit]:
+    """Each problem, with its fix (checked on the fixed script) as edits."""
+    return verify.hits(path, text, tree, CODE)

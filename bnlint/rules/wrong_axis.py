@@ -16,7 +16,9 @@ from torch import fx, nn
 
 from bnlint import graph
 from bnlint.edits import Edit, offset, span_of
-from bnlint.findings import UNSAFE, Hit
+from bnlint.findings import Hit
+from bnlint.rules import Safety
+from bnlint.rules.source_fixes import SourceFix, Target, call_at
 
 CODE = "BN006"
 _BATCHNORMS_1D = (nn.BatchNorm1d, nn.LazyBatchNorm1d, nn.SyncBatchNorm)
@@ -191,7 +193,7 @@ def check(gm: fx.GraphModule, prefix: str = "") -> Iterator[Hit]:
             module=bn,
             related=(layer,),
             anchor=node,
-            fix=None if isinstance(how, str) else UNSAFE,
+            fix=None if isinstance(how, str) else Safety.UNSAFE,
         )
 
 
@@ -262,4 +264,37 @@ def source_edit(path: str, lines: list[str], call: ast.Call, size: int) -> Edit 
                                for name in _POSITIONS if name in _KEPT and name in given]
     start, end = span_of(call, lines)
     return Edit(path, start, end, f"{source(call.func.value)}.LayerNorm({', '.join(arguments)})",
-                CODE, UNSAFE, "LayerNorm over the features (retrain the model)")
+                CODE, Safety.UNSAFE, "LayerNorm over the features (retrain the model)")
+
+
+class _SourceFix(SourceFix):
+    """The call that built a BatchNorm1d the graph fix replaced with a LayerNorm builds
+    ``nn.LayerNorm(C)`` instead; a BatchNorm the graph fix wraps in transposes is described."""
+
+    kept = "it normalises its features already"
+
+    def from_fixed(self, model, name):
+        """The size of the LayerNorm that replaced the BatchNorm ``name`` (None: the fixed
+        model wraps it in transposes instead)."""
+        shape = getattr(model.get_submodule(name), "normalized_shape", None)
+        return shape[0] if shape else None
+
+    def target(self, fixer, spec, model, finding, site):
+        return Target(site, variant=fixer.fixed_variants.get((CODE, spec, finding.module)))
+
+    def edits(self, fixer, group, path, lines, tree):
+        sizes = group.variants
+        if None in sizes:
+            return ("the BatchNorm also normalises values with their features in dim 1, so the "
+                    "fixed model wraps its other calls in transpose(1, 2); do that in forward() "
+                    "by hand")
+        if len(sizes) != 1:
+            return "the call builds BatchNorms for values with different numbers of features"
+        call = call_at(tree, group.where)
+        if call is None:
+            return "the call is no longer where it was when the model was built"
+        edit = source_edit(path, lines, call, next(iter(sizes)))
+        return edit if isinstance(edit, str) else [edit]
+
+
+source_fix = _SourceFix()

@@ -1,4 +1,5 @@
-"""Tests by rule: each ``<CODE>/<case>.py`` below this folder is a test of rule CODE.
+"""Tests by rule: each ``<CODE>/<case>.py`` below this folder is a test of rule CODE; the
+rule's other tests are ``<CODE>/test_*.py`` beside its cases.
 
 A case is a file as users write it: a model file for a rule that checks models, a script for a
 rule that reads scripts. It is checked with `bnlint --select CODE`:
@@ -11,7 +12,8 @@ rule that reads scripts. It is checked with `bnlint --select CODE`:
   a case without one must come out of --fix unchanged.
 
 A folder for a new rule is collected as it is; a folder that names no registered rule is an
-error. (This folder is a package so that this file does not shadow ``tests/conftest.py``.)
+error. (This folder is a package so that this file does not shadow ``tests/conftest.py``; a
+rule's test modules are named after it, ``test_bn001*.py``, so that no two share a name.)
 """
 
 from __future__ import annotations
@@ -25,8 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from bnlint.findings import UNSAFE
-from bnlint.rules import GRAPH, RULES
+from bnlint.rules import RULES, Safety, Scope
 from conftest import run_bnlint
 
 HERE = Path(__file__).parent
@@ -35,7 +36,8 @@ EXPECT = re.compile(r"#\s*expect:\s*([A-Z]+[0-9]+(?:\s*,\s*[A-Z]+[0-9]+)*)")
 
 
 def pytest_collect_file(file_path: Path, parent):
-    if file_path.suffix == ".py" and file_path.parent.parent == HERE:
+    if (file_path.suffix == ".py" and file_path.parent.parent == HERE
+            and not file_path.name.startswith("test_")):
         return CaseFile.from_parent(parent, path=file_path)
     return None
 
@@ -99,7 +101,7 @@ class Findings(Case):
         _, result = self.run("--format", "json")
         report = json.loads(result.stdout)
         assert report["summary"]["models_failed"] == 0, result.output
-        if RULES[self.code].scope == GRAPH:
+        if RULES[self.code].scope == Scope.GRAPH:
             assert report["summary"]["models_analysed"] >= 1, result.output
         found = [(f["line"], f["code"]) for f in report["findings"]]
 
@@ -114,7 +116,7 @@ class Fix(Case):
     def runtest(self):
         fixed_path = self.path.with_name(self.path.stem + FIXED)
         wanted = (fixed_path if fixed_path.exists() else self.path).read_text(encoding="utf-8")
-        unsafe = ["--unsafe-fixes"] if RULES[self.code].fix == UNSAFE else []
+        unsafe = ["--unsafe-fixes"] if RULES[self.code].fix == Safety.UNSAFE else []
         fixed, result = self.run("--fix", *unsafe)
         assert result.exit_code != 2, result.output
         assert fixed == wanted, f"--fix gave (left), {fixed_path.name if fixed_path.exists() else 'unchanged'} (right)"

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bnlint.edits import read_source
+from bnlint.files import read_source
 from bnlint.rules.modes.parsed import ClassInfo, ParsedFile
 from bnlint.rules.modes.vocabulary import (
     builds_model,

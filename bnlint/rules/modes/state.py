@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bnlint.source import display_path
+from bnlint.files import display_path
 
 TRAIN, EVAL, UNKNOWN = "train", "eval", "unknown"
 # the mode a function's argument had when it was called: what a function summary is about

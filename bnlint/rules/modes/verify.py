@@ -14,23 +14,23 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from bnlint import config, notebook
+from bnlint import notebook
 from bnlint.edits import Edit, apply_edits, split_lines
-from bnlint.findings import UNSAFE, Finding
-from bnlint.rules import RULES, SCRIPT
+from bnlint.findings import Hit
+from bnlint.rules import RULES, Safety, Scope
 from bnlint.rules.modes.events import LineEdit, Problem
 from bnlint.rules.modes.frames import TooComplex
 from bnlint.rules.modes.interpreter import Interpreter
 from bnlint.rules.modes.parsed import ParsedFile
 from bnlint.rules.modes.summaries import Summaries, for_script
-from bnlint.source import display_path
+from bnlint.files import Site, read_notebook
 
 CACHED = 16
 
 
 def mode_rules() -> tuple:
     """The rule modules that read uses."""
-    return tuple(module for rule in RULES.values() if rule.scope == SCRIPT
+    return tuple(module for rule in RULES.values() if rule.scope == Scope.SCRIPT
                  and hasattr(module := rule.implementation(), "EVENT"))
 
 
@@ -66,7 +66,7 @@ def _cell_lines(path: Path | None, text: str) -> Callable[[int], str] | None:
     if path is None or not notebook.is_notebook(path):
         return None
     try:
-        script = notebook.read(path)
+        script = read_notebook(path)
     except (OSError, ValueError):
         return None
     if script.text != text:
@@ -90,7 +90,7 @@ def _edit(lines: list[str], change: LineEdit, path: str, code: str) -> Edit:
     else:
         what = f"insert `{change.text.strip()}` at line {change.line}"
     return Edit(path, at(change.line), at(change.line + change.removes), change.text, code,
-                UNSAFE, what)
+                Safety.UNSAFE, what)
 
 
 def _apply(text: str, fix: Iterable[LineEdit]) -> str:
@@ -144,23 +144,12 @@ def checked(path: Path | None, text: str, tree: ast.Module | None = None,
     return result
 
 
-def findings(path: Path, text: str, tree: ast.Module, code: str) -> Iterator[Finding]:
-    severity = RULES[code].severity
-    for problem, fix in checked(path, text, tree):
-        if problem.code == code:
-            yield Finding(code=code, severity=severity, message=problem.message,
-                          related=problem.related, path=display_path(path), line=problem.line,
-                          col=problem.col, fix=UNSAFE if fix else None)
-
-
-def edits(path: Path, text: str, tree: ast.Module, code: str) -> Iterator[Edit]:
-    """The verified fixes of the problems not suppressed by a comment on their line."""
+def hits(path: Path, text: str, tree: ast.Module, code: str) -> Iterator[Hit]:
+    """The problems of rule ``code`` in a script, each with its verified fix as edits."""
     lines = split_lines(text)
     for problem, fix in checked(path, text, tree):
-        if problem.code != code or not fix:
-            continue
-        suppressed = config.suppressed_codes(lines[problem.line - 1])
-        if config.ALL in suppressed or code in suppressed:
-            continue
-        for change in fix:
-            yield _edit(lines, change, str(path), code)
+        if problem.code == code:
+            site = Site(str(path), problem.line, problem.col, problem.line, problem.col)
+            edits = tuple(_edit(lines, change, str(path), code) for change in fix or ())
+            yield Hit(code=code, message=problem.message, module=None, related=problem.related,
+                      anchor=site, fix=Safety.UNSAFE if fix else None, edits=edits)

@@ -7,8 +7,7 @@ import textwrap
 import pytest
 
 from bnlint.lint import lint_specs
-from conftest import run_bnlint
-from test_notebooks import code, write
+from conftest import code_cell, run_bnlint, write_notebook
 
 HEADER = """\
 import copy
@@ -195,12 +194,12 @@ for x, y in loader:
 
 
 def test_a_notebook_finding_names_cells(tmp_path):
-    write(tmp_path / "finetune.ipynb",
-          code("import torch\nimport torchvision\nfrom torch import nn\n\n"
+    write_notebook(tmp_path / "finetune.ipynb",
+          code_cell("import torch\nimport torchvision\nfrom torch import nn\n\n"
                "model = torchvision.models.resnet18()\nmodel.requires_grad_(False)\n"
                "model.fc = nn.Linear(512, 2)\n"
                "optimizer = torch.optim.SGD(model.fc.parameters(), lr=0.1)\n"),
-          code("model.train()\nfor x in torch.randn(3, 2, 3, 32, 32):\n"
+          code_cell("model.train()\nfor x in torch.randn(3, 2, 3, 32, 32):\n"
                "    loss = model(x).pow(2).mean()\n    optimizer.zero_grad()\n"
                "    loss.backward()\n    optimizer.step()\n"))
     [finding] = json.loads(run_bnlint("finetune.ipynb", "--format", "json",

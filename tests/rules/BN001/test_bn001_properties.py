@@ -5,13 +5,16 @@ comparison is tight (torch's float64 defaults, rtol = atol = 1e-7)."""
 
 from dataclasses import dataclass
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 import bnlint
-from tests.test_fix_graph import one_thread, train  # noqa: F401 - one_thread is autouse
+from conftest import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 PATHS = ("direct", "maxpool", "avgpool", "identity", "residual", "subtract", "flatten")
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "leaky": nn.LeakyReLU}

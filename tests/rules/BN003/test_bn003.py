@@ -8,8 +8,9 @@ import sys
 import pytest
 
 from bnlint.edits import apply_edits
+from bnlint.engine import script_hits
 from bnlint.lint import lint_specs
-from bnlint.rules import inference_in_train
+from bnlint.rules import RULES
 from conftest import FIXTURES, ROOT, line_of
 
 SCRIPTS = FIXTURES / "scripts"
@@ -35,10 +36,16 @@ def lint_text(tmp_path):
     return run
 
 
+def edits(path, text):
+    """The edits of the BN003 fixes of a script's findings that no comment suppresses."""
+    hits = script_hits([RULES["BN003"]], path, text, ast.parse(text))
+    return [edit for _, hit in hits for edit in hit.edits]
+
+
 def fixed(path, text=None):
     """The script's text after its BN003 fixes."""
     text = path.read_text() if text is None else text
-    return apply_edits(text, inference_in_train.fix(path, text, ast.parse(text)))
+    return apply_edits(text, edits(path, text))
 
 
 @pytest.mark.parametrize("name, needle, variable, cause", [
@@ -261,7 +268,7 @@ def test_no_fix_where_a_line_cannot_be_inserted(lint_code, tmp_path):
     [finding] = script(lint_code, body)
     assert finding.fix is None
     path = tmp_path / "job.py"
-    assert list(inference_in_train.fix(path, path.read_text(), ast.parse(path.read_text()))) == []
+    assert edits(path, path.read_text()) == []
 
 
 @pytest.mark.parametrize("comment", ["# bnlint: ignore[BN003]", "# noqa: BN003", "# noqa"])
@@ -269,7 +276,7 @@ def test_suppressed_by_a_comment_on_the_inference_line(lint_code, tmp_path, comm
     body = f"m = nn.BatchNorm1d(4)\nwith torch.no_grad():\n    m(torch.randn(2, 4))  {comment}\n"
     assert script(lint_code, body) == []
     path = tmp_path / "job.py"
-    assert list(inference_in_train.fix(path, path.read_text(), ast.parse(path.read_text()))) == []
+    assert edits(path, path.read_text()) == []
 
 
 def test_other_codes_do_not_suppress_it(lint_code):

@@ -6,8 +6,9 @@ import ast
 import pytest
 
 from bnlint.edits import apply_edits
+from bnlint.engine import script_hits
 from bnlint.lint import lint_specs
-from bnlint.rules import training_in_eval
+from bnlint.rules import RULES
 from conftest import FIXTURES, line_of
 
 SCRIPTS = FIXTURES / "scripts"
@@ -43,7 +44,8 @@ def loop(setup="", epoch_top="", epoch_end=""):
 
 def fixed(path):
     text = path.read_text()
-    return apply_edits(text, training_in_eval.fix(path, text, ast.parse(text)))
+    hits = script_hits([RULES["BN004"]], path, text, ast.parse(text))
+    return apply_edits(text, [edit for _, hit in hits for edit in hit.edits])
 
 
 @pytest.mark.parametrize("name, needle, variable, cause", [

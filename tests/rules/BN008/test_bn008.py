@@ -9,8 +9,7 @@ import torch
 from torch import fx, nn
 
 import bnlint
-from tests.test_fix_source import bnlint as run_cli
-from tests.test_fix_source import import_fresh, project  # noqa: F401 - a fixture
+from conftest import import_fresh, run_bnlint
 
 
 def order(model: nn.Module) -> list[str]:
@@ -156,7 +155,7 @@ def test_activation_dropout_batchnorm_is_one_fix_for_both_rules():
 def test_one_fix_run_edits_activation_dropout_batchnorm_to_the_fixed_point(project):
     path = project / "model.py"
     path.write_text(ACT_DROPOUT_BN, encoding="utf-8")
-    result = run_cli("model.py", "--select", "BN002,BN008", "--fix", "--unsafe-fixes")
+    result = run_bnlint("model.py", "--select", "BN002,BN008", "--fix", "--unsafe-fixes")
     assert result.exit_code == 1, result.output  # files changed
     assert "touches the same code" not in result.output
     assert path.read_text(encoding="utf-8") == ACT_DROPOUT_BN.replace(
@@ -169,7 +168,7 @@ def test_bn008_alone_moves_only_the_dropout(project):
     """With BN002 not selected the activation keeps its place."""
     path = project / "model.py"
     path.write_text(ACT_DROPOUT_BN, encoding="utf-8")
-    run_cli("model.py", "--select", "BN008", "--fix", "--unsafe-fixes")
+    run_bnlint("model.py", "--select", "BN008", "--fix", "--unsafe-fixes")
     assert path.read_text(encoding="utf-8") == ACT_DROPOUT_BN.replace(
         "    nn.Dropout(0.1),\n    nn.BatchNorm1d(32),\n",
         "    nn.BatchNorm1d(32),\n    nn.Dropout(0.1),\n")
@@ -184,7 +183,7 @@ def test_dropout_activation_batchnorm_is_fixed_for_both_rules_in_one_run(project
     touch different lines, so one --fix makes both."""
     path = project / "model.py"
     path.write_text(DROPOUT_ACT_BN, encoding="utf-8")
-    result = run_cli("model.py", "--select", "BN002,BN008", "--fix", "--unsafe-fixes")
+    result = run_bnlint("model.py", "--select", "BN002,BN008", "--fix", "--unsafe-fixes")
     assert "touches the same code" not in result.output
     assert path.read_text(encoding="utf-8") == ACT_DROPOUT_BN.replace(
         "    nn.ReLU(),\n    nn.Dropout(0.1),\n    nn.BatchNorm1d(32),\n",
@@ -196,7 +195,7 @@ def test_entries_sharing_a_line_trade_places(project):
     path = project / "model.py"
     path.write_text("from torch import nn\n\nmodel = nn.Sequential(nn.Linear(4, 8, bias=False), "
                     "nn.Dropout(0.5), nn.BatchNorm1d(8))  # a comment\n", encoding="utf-8")
-    run_cli("model.py", "--select", "BN008", "--fix", "--unsafe-fixes")
+    run_bnlint("model.py", "--select", "BN008", "--fix", "--unsafe-fixes")
     assert path.read_text(encoding="utf-8").splitlines()[-1] == (
         "model = nn.Sequential(nn.Linear(4, 8, bias=False), nn.BatchNorm1d(8), "
         "nn.Dropout(0.5))  # a comment")
@@ -212,10 +211,10 @@ def test_a_dropout_left_to_a_reorder_that_cannot_be_written_is_not_offered(proje
               "                        nn.Dropout(0.2))\n"
               "    return nn.Sequential(pre, nn.BatchNorm2d(8))\n\n\nINPUT_SHAPE = (3, 8, 8)\n")
     path.write_text(source, encoding="utf-8")
-    result = run_cli("model.py:build()", "--select", "BN002,BN008", "--format", "json")
+    result = run_bnlint("model.py:build()", "--select", "BN002,BN008", "--format", "json")
     findings = {f["code"]: f for f in json.loads(result.stdout)["findings"]}
     assert set(findings) == {"BN002", "BN008"}
     assert all(f["fix"] is None for f in findings.values())
     assert "BN002's reorder of the BatchNorm moves the dropout" in findings["BN008"]["message"]
-    run_cli("model.py:build()", "--select", "BN002,BN008", "--fix", "--unsafe-fixes")
+    run_bnlint("model.py:build()", "--select", "BN002,BN008", "--fix", "--unsafe-fixes")
     assert path.read_text(encoding="utf-8") == source

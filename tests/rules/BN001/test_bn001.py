@@ -9,8 +9,10 @@ import torch.nn.functional as F
 
 import bnlint
 from bnlint.rules import bias_before_bn
-from conftest import FIXTURES, line_of, shaped_graph
-from tests.test_fix_graph import assert_same_function, one_thread, train  # noqa: F401
+from conftest import FIXTURES, assert_same_function, line_of, shaped_graph, train
+from fixtures_models import fixture_module
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def codes(report):
@@ -368,7 +370,6 @@ def test_conv_on_an_unbatched_input_is_not_bn001_once_shapes_are_known():
 def test_recorded_shapes_agree_with_the_structural_reading(name):
     """Where bnlint can read a layout from the graph alone, shapes from an example input give
     the same findings, fixes and messages."""
-    from tests.test_fix_graph import fixture_module
 
     model = getattr(fixture_module("fixable"), name)()
     without = [(h.module, h.fix, h.message, h.related) for h in

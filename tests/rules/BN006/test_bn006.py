@@ -11,10 +11,9 @@ import bnlint
 from bnlint.edits import split_lines
 from bnlint.lint import lint_specs
 from bnlint.rules import RULES, wrong_axis
-from conftest import FIXTURES, line_of, shaped_graph
-from tests.test_fix_graph import one_thread  # noqa: F401 - autouse
-from tests.test_fix_source import bnlint as bnlint_cli
-from tests.test_fix_source import import_fresh, project  # noqa: F401 - a fixture
+from conftest import FIXTURES, import_fresh, line_of, run_bnlint, shaped_graph
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 WRONG = {  # model in fixtures/wrong_axis.py -> the layer whose features-last output it gets
     "TokenMixer": "proj",
@@ -198,16 +197,16 @@ def test_fix_rewrites_each_constructor_to_layernorm_and_the_result_is_clean(proj
     path = project / "models.py"
     before = (FIXTURES / "wrong_axis.py").read_text()
     path.write_text(before)
-    assert bnlint_cli(path.name, "--fix").exit_code == 1
+    assert run_bnlint(path.name, "--fix").exit_code == 1
     assert path.read_text() == before  # unsafe: only with --unsafe-fixes
-    result = bnlint_cli(path.name, "--fix", "--unsafe-fixes")
+    result = run_bnlint(path.name, "--fix", "--unsafe-fixes")
     assert result.exit_code == 1, result.output
     after = path.read_text()
     assert after == before.replace("self.norm = nn.BatchNorm1d(LENGTH)",
                                    "self.norm = nn.LayerNorm(16)")
     copy = project / "models_again.py"  # a new name: this process imported models.py already
     copy.write_text(after)
-    again = bnlint_cli(copy.name)
+    again = run_bnlint(copy.name)
     assert again.exit_code == 0, again.output
     edited = import_fresh(copy)
     assert edited.GRUTagger()(torch.randn(2, 12, 8)).shape == (2, 12, 5)
