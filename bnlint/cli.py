@@ -17,12 +17,12 @@ from pathlib import Path
 
 import click
 
-from bnlint import __version__, baseline
+from bnlint import __version__, baseline, workers
 from bnlint.bench import render as render_bench
 from bnlint.bench.results import DEFAULTS as BENCH_DEFAULTS, MAX_STEPS, MIN_STEPS, QUICK_SEEDS
 from bnlint.config import ConfigError, load_config
 from bnlint.suppressions import applying_per_file_ignores
-from bnlint.render import COLORS, FORMATS, render
+from bnlint.render import COLORS, FORMATS, render, write_jsonl
 from bnlint.rules import RULES, Scope, UnknownRuleError, enabled_codes
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -158,6 +158,74 @@ def _input_shape(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
     if not re.fullmatch(r"[1-9]\d*([,x][1-9]\d*)*", text):
         raise click.BadParameter(f"{value!r} is not a shape; write it like 3,32,32")
     return tuple(int(d) for d in re.split("[,x]", text))
+
+
+def _size(_ctx, _param, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return workers.parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _half_the_memory() -> int | None:
+    total = workers.machine_memory()
+    return total // 2 if total else None
+
+
+@contextlib.contextmanager
+def _progress(files: int, verbose: bool, stream) -> Iterator[workers.Watch]:
+    """What a repository run shows while it goes: on a terminal, a bar on stderr (files and
+    models done, the model being checked); with ``verbose``, each model as it finishes; each
+    finding written to ``stream`` (the output file) as it is found."""
+    done = {"files": 0, "models": 0}
+
+    def say(line: str) -> None:
+        if bar is not None:
+            bar.console.print(line, markup=False, highlight=False)
+        else:
+            click.echo(line, err=True)
+
+    def begin(spec: str) -> None:
+        if bar is not None:
+            bar.update(task, description=spec)
+
+    def finished(spec, results, findings, seconds: float) -> None:
+        done["models"] += len(results)
+        if bar is not None:
+            bar.update(task, models=done["models"])
+        for result in results if verbose else ():
+            what = {"ok": "partly analysed" if result.opaque else "analysed"}.get(
+                result.status, f"{result.status}: {result.reason}")
+            say(f"{result.spec}: {what} ({len(findings)} finding{'s' * (len(findings) != 1)},"
+                f" {seconds:.1f} s)")
+        found(findings)
+
+    def found(findings) -> None:
+        if stream is not None:
+            for finding in findings:
+                write_jsonl(finding, stream)
+            stream.flush()
+
+    def unit_done() -> None:
+        done["files"] += 1
+        if bar is not None:
+            bar.update(task, completed=done["files"])
+
+    watch = workers.Watch(begin, finished, unit_done, found)
+    if not (files and sys.stderr.isatty()):
+        bar = None
+        yield watch
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (BarColumn(), MofNCompleteColumn(), TextColumn("files, {task.fields[models]} models"),
+               TimeElapsedColumn(), TextColumn("{task.description}"))
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("", total=files, models=0)
+        yield watch
 
 
 def _check_bench(ctx: click.Context, bench: bool, fmt: str, fixing: bool, plot) -> None:
@@ -536,7 +604,23 @@ not write.
               help="With --bench: where to train. Default: cuda when available, else cpu.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
               help="Output format: text for people (each finding with its line of code), concise "
-                   "(one line each), json, sarif (code scanning), github (annotations).")
+                   "(one line each), json, jsonl (one finding a line; with --output-file, written "
+                   "as found), sarif (code scanning), github (annotations).")
+@click.option("-j", "--jobs", type=click.IntRange(1), metavar="N",
+              help="Worker processes that analyse the models of a repository run (models from "
+                   "more than one file, or --jobs above 1). Default: the number of CPUs, at most "
+                   "one per file that may define models. The report is the same for any N.")
+@click.option("--model-timeout", type=click.FloatRange(0, min_open=True), metavar="SECONDS",
+              default=workers.DEFAULT_TIMEOUT, show_default=True,
+              help="In a repository run: stop a model (its file's import, its build, its "
+                   "analysis) after this long, report it as an error and go on.")
+@click.option("--model-memory", callback=_size, metavar="SIZE",
+              help="In a repository run: stop a model whose worker's resident memory passes "
+                   "SIZE (4G, 512M), report it as an error and go on. Default: half the "
+                   "machine's memory.")
+@click.option("--one-per-class", is_flag=True,
+              help="Check one model of each class, the first the files name (a quick pass over "
+                   "files with many factories of one architecture); the others are skipped.")
 @click.option("--config", "config_file", metavar="FILE",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Take the settings from the [tool.bnlint] table of FILE, not from the nearest "
@@ -570,7 +654,8 @@ not write.
                    "were the file PATH (editors use this): its script rules run on it, and its "
                    "models are imported under that name. Findings name PATH.")
 @click.option("-v", "--verbose", is_flag=True,
-              help="Show tracebacks of failing models and every model analysed.")
+              help="Show tracebacks of failing models and every model analysed; in a repository "
+                   "run, each model on stderr as it finishes.")
 @click.option("--explain", metavar="CODE", callback=_explain, expose_value=False, is_eager=True,
               help="Explain a rule: what it finds, why it matters, what to write instead.")
 @click.option("--list-rules", is_flag=True, callback=_list_rules, expose_value=False,
@@ -578,8 +663,10 @@ not write.
 @click.version_option(__version__, "--version", prog_name="bnlint")
 def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show_diff, save_fixed,
          save_folded, convert, bench, bench_exact, quick, lr_sweep, init_scale, plot, example,
-         input_shape, data, steps, seeds, lr, time_budget, device, fmt, config_file, baseline_file, generate_baseline, force_exclude,
-         statistics, output_file, exit_zero, quiet, color, stdin_filename, verbose):
+         input_shape, data, steps, seeds, lr, time_budget, device, fmt, jobs, model_timeout,
+         model_memory, one_per_class, config_file, baseline_file, generate_baseline,
+         force_exclude, statistics, output_file, exit_zero, quiet, color, stdin_filename,
+         verbose):
     """Find BatchNorm mistakes in PyTorch models: a biased layer feeding BatchNorm (BN001),
     an activation before BatchNorm (BN002), and more (`bnlint --list-rules`)."""
     ctx = click.get_current_context()
@@ -607,9 +694,15 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
         raise click.UsageError("--convert-checkpoint takes one PATH, the fixed model, and no "
                                "--fix, --diff, --save-fixed, --save-folded, --bench or "
                                "--stdin-filename")
+    fixing = bool(apply_fixes or show_diff or save_fixed)
+    in_process = fixing or bench or bool(save_folded)
+    if in_process and any(ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+                          for name in ("jobs", "model_timeout", "model_memory")):
+        raise click.UsageError("--jobs, --model-timeout and --model-memory set the workers of a "
+                               "check; --fix, --diff, --save-fixed, --save-folded and --bench "
+                               "run in one process")
     if output_file is not None:
         _write_output_to(ctx, output_file)
-    fixing = bool(apply_fixes or show_diff or save_fixed)
     entries = None
     folded: list[str] = []  # what --save-folded did
     refused = False  # a file --fix could not write
@@ -628,7 +721,7 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
         select, ignore = _codes(select) or settings.select, _codes(ignore) + settings.ignore
         given = _load_example(example, verbose)
 
-        def lint(fixer, benched=None, folded=None):
+        def lint(fixer, benched=None, folded=None, pool=None):
             visit = _visitor(fixer, benched)
             if folded is not None:
                 visit = _also_fold(visit, save_folded, given, input_shape, folded)
@@ -636,13 +729,24 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
                               exclude=list(exclude) + settings.exclude, static=static,
                               on_model=visit, on_script=fixer.visit_script, example=given,
                               input_shape=input_shape,
-                              weights=fixing or bench or bool(save_folded))
+                              weights=fixing or bench or bool(save_folded),
+                              one_per_class=one_per_class, workers=pool)
 
         # every run plans the source fixes: the hints count only what --fix would change
         fixer = SourceFixer(enabled_codes(select, ignore), unsafe=unsafe_fixes, named=paths,
                             save_to=save_fixed, graph_fix=fixing)
-        # fold on the first lint only: --fix lints again, and a folder is never written twice
-        report = lint(fixer, benched if bench else None, folded if save_folded else None)
+        units = [] if in_process or static else workers.units(
+            paths, list(exclude) + settings.exclude)
+        stream = sys.stdout if fmt == "jsonl" and output_file is not None else None
+        with _progress(len(units), verbose, stream) as watch:
+            model_files = sum(map(workers.defines_models, units))
+            pool = None if model_files < 2 and not (jobs or 1) > 1 else workers.Workers(
+                jobs or min(os.cpu_count() or 1, model_files), timeout=model_timeout,
+                memory=model_memory or _half_the_memory(), example=given,
+                input_shape=input_shape, fixer=fixer, settings=settings, watch=watch)
+            # fold on the first lint only: --fix lints again, and a folder is never written twice
+            report = lint(fixer, benched if bench else None, folded if save_folded else None,
+                          pool)
         for line in folded:
             click.echo(line, err=True)
         if apply_fixes:
@@ -659,7 +763,7 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
             _generate_baseline(report, generate_baseline, quiet)
         if baseline_file or settings.baseline:
             report = baseline.apply(report, baseline_file or settings.baseline)
-    except (ConfigError, UnknownRuleError, baseline.BaselineError) as exc:
+    except (ConfigError, UnknownRuleError, baseline.BaselineError, workers.WorkerError) as exc:
         click.echo(f"bnlint: error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
@@ -688,6 +792,9 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
         click.echo(f"Would apply {plan.fixes} fix{'es' * (plan.fixes != 1)} to {files} "
                    f"file{'s' * (files != 1)}." if files else "No fixes to apply.", err=True)
         sys.exit(EXIT_ERROR if report.has_errors else findings_status if files else EXIT_CLEAN)
+    if fmt == "jsonl" and output_file is not None:
+        sys.stdout.seek(0)  # what was written as found gives way to the report
+        sys.stdout.truncate()
     if entries is not None and fmt == "json":
         render_bench.render_json(report, entries, sys.stdout)
     else:
@@ -702,7 +809,7 @@ def main(paths, select, ignore, exclude, static, apply_fixes, unsafe_fixes, show
     elif save_fixed:
         _tell(fixer.notes, fixer.saved, fixer.hidden_graph)
     if report.has_errors or refused:
-        if fmt in ("json", "sarif"):  # stdout is for programs: say on stderr what failed
+        if fmt in ("json", "jsonl", "sarif"):  # stdout is for programs: say on stderr what failed
             for m in report.models:
                 if m.status == "error":
                     click.echo(f"bnlint: error: {m.spec}: {m.reason}", err=True)

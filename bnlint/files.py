@@ -70,6 +70,29 @@ def standing_in(text: bytes, original: str) -> Iterator[Path]:
             forget_files()
 
 
+def stand_ins() -> dict[str, str]:
+    """The copies of stdin standing in for files now: copy -> the path it stands for, for a
+    worker process to take up with ``standing_for``."""
+    return dict(_copies)
+
+
+@contextmanager
+def standing_for(copies: dict[str, str]) -> Iterator[None]:
+    """Within the block, in another process, each copy of ``copies`` (from ``stand_ins``)
+    stands for its file as within ``standing_in``."""
+    for copy, original in copies.items():
+        _copies[copy] = original
+        _originals[os.path.realpath(original)] = copy
+    forget_files()
+    try:
+        yield
+    finally:
+        for copy, original in copies.items():
+            _copies.pop(copy, None)
+            _originals.pop(os.path.realpath(original), None)
+        forget_files()
+
+
 def original_path(path: str | os.PathLike) -> str | os.PathLike:
     """The file ``path`` stands for: the given name of a copy of stdin, else ``path`` itself."""
     return _copies.get(os.path.realpath(path), path) if _copies else path

@@ -131,6 +131,7 @@ class Report:
             "fixable": sum(f.fix == Safety.SAFE for f in self.findings),
             "unsafe_fixable": sum(f.fix == Safety.UNSAFE for f in self.findings),
             "models_analysed": statuses.count("ok"),
+            "models_by_file": self.models_by_file,
             "models_partly_analysed": len(self.partial),
             "models_skipped": statuses.count("skipped"),
             "models_failed": statuses.count("error"),
@@ -141,6 +142,15 @@ class Report:
         if self.baselined is not None:
             summary["baselined"] = self.baselined
         return summary
+
+    @property
+    def models_by_file(self) -> dict[str, int]:
+        """How many models were analysed from each file, in the order of the report."""
+        counts: dict[str, int] = {}
+        for m in self.models:
+            if m.status == "ok":
+                counts[m.path or m.spec] = counts.get(m.path or m.spec, 0) + 1
+        return counts
 
     @property
     def partial(self) -> list[ModelResult]:

@@ -273,6 +273,64 @@ def _returns_model(func: ast.FunctionDef, namespace: dict, module_cls) -> bool:
                and is_model_class(node.value.func) for node in ast.walk(func))
 
 
+def _literal(node: ast.AST) -> bool:
+    try:
+        ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+    return True
+
+
+def _calls_with_literals(tree: ast.Module, namespace: dict, cls: type) -> list[str]:
+    """How the file's own code builds ``cls`` with literal arguments, in source order, as
+    expressions: calls ``cls(...)`` in its top-level functions (a ``test()``, a factory), its
+    ``if __name__ == "__main__":`` block and its top-level statements, and
+    ``partial(cls, ...)`` there, as the call it stands for."""
+    def names_cls(node: ast.AST) -> bool:
+        obj = namespace
+        for part in _dotted(node).split("."):
+            obj = obj.get(part) if isinstance(obj, dict) else getattr(obj, part, None)
+            if obj is None:
+                return False
+        return obj is cls
+
+    found = []
+    for stmt in tree.body:
+        if isinstance(stmt, ast.ClassDef):
+            continue  # a class's own code builds its parts, not a model to check
+        for node in ast.walk(stmt):
+            if not isinstance(node, ast.Call):
+                continue
+            call = node
+            if _dotted(node.func).rpartition(".")[2] == "partial" and node.args:
+                call = ast.Call(node.args[0], node.args[1:], node.keywords)
+            if not names_cls(call.func) or not isinstance(call.func, (ast.Name, ast.Attribute)):
+                continue
+            if all(_literal(a) for a in call.args) and all(
+                    k.arg is not None and _literal(k.value) for k in call.keywords):
+                found.append(ast.unparse(call))
+    return list(dict.fromkeys(found))
+
+
+def _first_that_builds(calls: list[str], namespace: dict, label: str,
+                       module_name: str) -> Candidate:
+    """A candidate that builds the first of ``calls`` that builds, and takes its spec."""
+    candidate = Candidate(f"{label}:{calls[0]}", None, module_name)
+
+    def build():
+        for number, expr in enumerate(calls, 1):
+            try:
+                model = eval(compile(expr, f"<{label}:{expr}>", "eval"), namespace)  # noqa: S307
+            except Exception:  # noqa: BLE001 - the file's next call may build
+                if number == len(calls):
+                    raise
+                continue
+            candidate.spec = f"{label}:{expr}"
+            return model
+    candidate.build = build
+    return candidate
+
+
 def find_models(tree: ast.Module, namespace: dict, module_name: str, label: str,
                 loaded: Loaded) -> None:
     """The models a plain file offers, in source order:
@@ -280,8 +338,10 @@ def find_models(tree: ast.Module, namespace: dict, module_name: str, label: str,
     * module-level instances (``model = Net()``);
     * zero-argument functions that visibly return a model (``def resnet18(): return ResNet(...)``);
     * ``nn.Module`` subclasses defined in the file that construct with no arguments, unless an
-      instance or factory above already builds that class. Classes that need arguments are
-      reported as skipped, with the ``file.py:EXPR`` form that includes them.
+      instance or factory above already builds that class. A class that needs arguments is
+      built as the file's own code builds it with literal arguments (``VGG('VGG11')``, the
+      first such call that builds); without one, it is reported as skipped, with the
+      ``file.py:EXPR`` form that includes it.
     """
     module_cls = _module_class()
     if module_cls is None:
@@ -321,6 +381,10 @@ def find_models(tree: ast.Module, namespace: dict, module_name: str, label: str,
         if inspect.isabstract(cls):
             continue
         required = _required_parameters(cls)
+        calls = _calls_with_literals(tree, namespace, cls) if required else []
+        if calls:
+            loaded.candidates.append(_first_that_builds(calls, namespace, label, module_name))
+            continue
         if required:
             loaded.needs_arguments[cls] = ModelResult(
                 spec=f"{label}:{cls.__name__}",

@@ -1,4 +1,5 @@
-"""Report -> text for people (rich; ``concise``: one line per finding), JSON, SARIF 2.1.0 for
+"""Report -> text for people (rich; ``concise``: one line per finding), JSON, JSON Lines (one
+finding a line), SARIF 2.1.0 for
 code scanning, GitHub annotations; and per-rule statistics as text or JSON."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from bnlint.files import parse, read_source, source_line
 from bnlint.findings import Finding, ModelResult, Report
 from bnlint.rules import RULES, Safety
 
-FORMATS = ("text", "concise", "json", "sarif", "github")
+FORMATS = ("text", "concise", "json", "jsonl", "sarif", "github")
 COLORS = ("auto", "always", "never")
 
 
@@ -28,7 +29,8 @@ def render(report: Report, fmt: str, out: TextIO, *, verbose: bool = False, colo
     elif statistics:
         render_statistics(report, out)
     else:
-        {"json": render_json, "sarif": render_sarif, "github": render_github}[fmt](
+        {"json": render_json, "jsonl": render_jsonl, "sarif": render_sarif,
+         "github": render_github}[fmt](
             report, out, verbose=verbose)
 
 
@@ -104,6 +106,16 @@ def statistics(report: Report) -> list[tuple[int, str, str]]:
                   key=lambda row: (-row[0], row[1]))
 
 
+def render_jsonl(report: Report, out: TextIO, **_) -> None:
+    """One JSON object per finding per line, as ``--format json`` writes each finding."""
+    for finding in report.findings:
+        write_jsonl(finding, out)
+
+
+def write_jsonl(finding: Finding, out: TextIO) -> None:
+    out.write(json.dumps(finding.to_dict()) + "\n")
+
+
 def render_statistics(report: Report, out: TextIO) -> None:
     json.dump([{"code": code, "name": name, "count": n} for n, code, name in statistics(report)],
               out, indent=2)
@@ -171,6 +183,10 @@ def render_text(report: Report, out: TextIO, *, verbose: bool = False, color: st
         counts.append(f"[red]{s['models_failed']} failed[/]")
     if report.baselined:
         counts.append(f"{_plural(report.baselined, 'finding')} hidden by the baseline")
+    by_file = s["models_by_file"]
+    if len(by_file) > 1:
+        console.print("Models checked per file: " + escape(", ".join(
+            f"{path} {count}" for path, count in by_file.items())) + ".")
     console.print(f"{_head(report)} ({', '.join(counts)}).")
     if fixed is not None:
         return  # the fix run itself says what it could not fix

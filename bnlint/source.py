@@ -39,6 +39,15 @@ def is_user_file(filename: str) -> bool:
     return not _real_path(filename).startswith(_internal_dirs())
 
 
+def class_key(cls: type) -> tuple[str, str]:
+    """A class as every process names it: the file of its module (or the module's name) and
+    its qualified name. A file outside a package is imported under a name that differs from
+    one process to the next."""
+    module = sys.modules.get(cls.__module__)
+    filename = getattr(module, "__file__", None)
+    return (os.path.realpath(filename) if filename else cls.__module__), cls.__qualname__
+
+
 def user_function(function) -> bool:
     """Whether ``function`` (a forward, say) is defined in the user's code."""
     code = getattr(function, "__code__", None)

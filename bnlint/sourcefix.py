@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import inspect
 import os
 import re
 import sys
@@ -196,6 +197,63 @@ def folder_name(spec: str) -> str:
     return f"model_{name}" if name[0].isdigit() else name
 
 
+class _CodeAt:
+    def __init__(self, filename: str, line: int):
+        self.co_filename, self.co_firstlineno = filename, line
+
+
+class _FunctionAt:
+    """A function (a forward) by its name and where it is defined: what the plan reads of it,
+    the same in every process."""
+
+    def __init__(self, name: str, filename: str, line: int):
+        self.__name__, self.__code__ = name, _CodeAt(filename, line)
+
+    @classmethod
+    def of(cls, where):
+        if isinstance(where, (Site, _FunctionAt)):
+            return where
+        return cls(where.__name__, os.path.realpath(where.__code__.co_filename),
+                   where.__code__.co_firstlineno)
+
+    def _key(self) -> tuple:
+        return self.__name__, self.__code__.co_filename, self.__code__.co_firstlineno
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _FunctionAt) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+
+class _ClassAt:
+    """A layer class by where it is defined, with its name and its constructor's parameters
+    (without defaults): what the source edits read of it, the same in every process."""
+
+    def __init__(self, key: tuple[str, str], name: str, signature: inspect.Signature | None):
+        self.key, self.__name__, self.__signature__ = key, name, signature
+
+    @classmethod
+    def of(cls, layer: type) -> _ClassAt:
+        try:
+            parameters = inspect.signature(layer).parameters.values()
+            signature = inspect.Signature([p.replace(
+                default=None if p.default is not p.empty else p.empty,
+                annotation=p.empty) for p in parameters])
+        except (TypeError, ValueError):
+            signature = None
+        return cls(source.class_key(layer), layer.__name__, signature)
+
+    def __call__(self, *args, **kwargs):  # inspect.signature reads only callables
+        raise TypeError(f"{self.__name__} stands for a class of another process")
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _ClassAt) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+
 @dataclass
 class Group:
     """One source edit and the findings it fixes: every module it changes must need it.
@@ -257,6 +315,51 @@ class SourceFixer:
         """A fresh fixer with the same settings, for another round (nothing is saved twice)."""
         return SourceFixer(self.codes, unsafe=self.unsafe, named=self.specs,
                            graph_fix=self.graph_fix)
+
+    # --- across processes --------------------------------------------------------------------
+
+    def portable(self) -> SourceFixer:
+        """What this fixer gathered, with the functions and classes it keys on replaced by
+        stand-ins that name where they are defined, for a worker process to send to the run's
+        fixer (``absorb``)."""
+        other = self.again()
+        classes: dict[type, _ClassAt] = {}  # one stand-in per class: a model has few
+
+        def stand_in(cls: type) -> _ClassAt:
+            if cls not in classes:
+                classes[cls] = _ClassAt.of(cls)
+            return classes[cls]
+
+        other.built = {site: {key: stand_in(cls) for key, cls in modules.items()}
+                       for site, modules in self.built.items()}
+        other.runs = {_FunctionAt.of(f): list(keys) for f, keys in self.runs.items()}
+        other.groups = {(code, _FunctionAt.of(where), attr):
+                        replace(group, where=_FunctionAt.of(group.where))
+                        for (code, where, attr), group in self.groups.items()}
+        other.fixed_variants = dict(self.fixed_variants)
+        other.blocked = dict(self.blocked)
+        other.hidden_graph = list(self.hidden_graph)
+        other.exposed, other.notes = self.exposed, list(self.notes)
+        return other
+
+    def absorb(self, other: SourceFixer) -> None:
+        """Take in what ``other`` (a worker's ``portable`` fixer) gathered on its models."""
+        for site, modules in other.built.items():
+            self.built.setdefault(site, {}).update(modules)
+        for where, keys in other.runs.items():
+            self.runs.setdefault(where, []).extend(keys)
+        for key, group in other.groups.items():
+            mine = self.groups.setdefault(key, replace(group, members=set(), keys=set(),
+                                                       variants=set(), refused=None))
+            mine.members |= group.members
+            mine.keys |= group.keys
+            mine.variants |= group.variants
+            mine.refused = mine.refused or group.refused
+        self.fixed_variants.update(other.fixed_variants)
+        self.blocked.update(other.blocked)
+        self.hidden_graph += other.hidden_graph
+        self.exposed += other.exposed
+        self.notes += other.notes
 
     # --- gathering -----------------------------------------------------------------------------
 

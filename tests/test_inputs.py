@@ -215,12 +215,12 @@ def test_example_with_a_list_or_keyword_arguments(tmp_path, analysed, monkeypatc
     assert example.describe().startswith(args) and example.kwargs == kwargs
 
 
-def test_example_goes_to_every_model_named(analysed):
+def test_example_goes_to_every_model_named():
     result = run("fixtures/vgg.py", "fixtures/act_before_bn.py", "--example",
-                 "torch:randn(2, 3, 32, 32)")
+                 "torch:randn(2, 3, 32, 32)", "--format", "json")
     assert result.exit_code == 1
-    examples = [example for _, example in analysed]
-    assert len(examples) == 4 and all(e is examples[0] for e in examples)
+    inputs = [m["input"] for m in json.loads(result.stdout)["models"]]
+    assert inputs == ["a tensor (2, 3, 32, 32) from --example"] * 4
 
 
 def test_bench_trains_on_the_input_the_lint_run_found():
