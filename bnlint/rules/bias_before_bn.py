@@ -20,7 +20,7 @@ from bnlint import graph
 from bnlint.edits import Edit, add_argument, callee_name, span_of
 from bnlint.findings import Hit
 from bnlint.rules import Safety
-from bnlint.rules.source_fixes import SourceFix, call_at
+from bnlint.rules.source_fixes import SourceFix, call_of_one_class
 
 CODE = "BN001"
 # the fix changes module state (a bias, a running mean), never the graph, so it holds on every
@@ -410,13 +410,10 @@ class _SourceFix(SourceFix):
     breaks_checkpoints = True
 
     def edits(self, fixer, group, path, lines, tree):
-        call = call_at(tree, group.where)
-        types = fixer.built_types(group.where)
-        if call is None:
-            return "the call is no longer where it was when the model was built"
-        if len(types) > 1:
-            return "the call builds layers of different classes"
-        edit = source_edit(path, lines, call, types.pop())
+        found = call_of_one_class(fixer, group, tree, "layers")
+        if isinstance(found, str):
+            return found
+        edit = source_edit(path, lines, *found)
         return edit if isinstance(edit, str) else [edit]
 
 

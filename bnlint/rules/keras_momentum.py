@@ -18,7 +18,7 @@ from bnlint import graph
 from bnlint.edits import Edit, span_of
 from bnlint.findings import Hit
 from bnlint.rules import Safety
-from bnlint.rules.source_fixes import SourceFix, Target, call_at
+from bnlint.rules.source_fixes import SourceFix, Target, call_of_one_class
 
 CODE = "BN007"
 # the fix changes module state (the momentum), never the graph
@@ -129,17 +129,14 @@ class _SourceFix(SourceFix):
         return Target(site, variant=model.get_submodule(finding.module).momentum)
 
     def edits(self, fixer, group, path, lines, tree):
-        call = call_at(tree, group.where)
-        types = fixer.built_types(group.where)
-        if call is None:
-            return "the call is no longer where it was when the model was built"
-        if len(types) > 1:
-            return "the call builds BatchNorms of different classes"
+        found = call_of_one_class(fixer, group, tree, "BatchNorms")
+        if isinstance(found, str):
+            return found
         if len(group.variants) != 1:
             values = ", ".join(f"{m:g}" for m in sorted(group.variants))
             return (f"the BatchNorms the call builds end up with different momenta ({values}): "
                     "some are set after they are built")
-        edit = source_edit(path, lines, call, types.pop(), next(iter(group.variants)))
+        edit = source_edit(path, lines, *found, next(iter(group.variants)))
         return edit if isinstance(edit, str) else [edit]
 
 

@@ -82,3 +82,18 @@ def ast_span(site: Site) -> tuple[int, int, int, int]:
 def call_at(tree: ast.Module, site: Site) -> ast.Call | None:
     """The call at a recorded site, if the file still has it there."""
     return node_at(tree, ast.Call, *ast_span(site))
+
+
+MOVED = "the call is no longer where it was when the model was built"
+
+
+def call_of_one_class(fixer, group, tree: ast.Module, built: str) -> tuple[ast.Call, type] | str:
+    """The constructor call a group's edit changes and the one class of ``built`` (``"layers"``,
+    ``"BatchNorms"``) it built, or why it cannot be edited."""
+    call = call_at(tree, group.where)
+    if call is None:
+        return MOVED
+    types = fixer.built_types(group.where)
+    if len(types) > 1:
+        return f"the call builds {built} of different classes"
+    return call, types.pop()

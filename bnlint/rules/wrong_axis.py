@@ -18,7 +18,7 @@ from bnlint import graph
 from bnlint.edits import Edit, offset, span_of
 from bnlint.findings import Hit
 from bnlint.rules import Safety
-from bnlint.rules.source_fixes import SourceFix, Target, call_at
+from bnlint.rules.source_fixes import MOVED, SourceFix, Target, call_at
 
 CODE = "BN006"
 _BATCHNORMS_1D = (nn.BatchNorm1d, nn.LazyBatchNorm1d, nn.SyncBatchNorm)
@@ -292,7 +292,7 @@ class _SourceFix(SourceFix):
             return "the call builds BatchNorms for values with different numbers of features"
         call = call_at(tree, group.where)
         if call is None:
-            return "the call is no longer where it was when the model was built"
+            return MOVED
         edit = source_edit(path, lines, call, next(iter(sizes)))
         return edit if isinstance(edit, str) else [edit]
 
