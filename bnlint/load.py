@@ -258,13 +258,19 @@ def _required_parameters(cls) -> list[str]:
             and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
 
 
+def _named(namespace: dict, expr: ast.AST):
+    """What the dotted name ``expr`` (``Net``, ``models.vgg.VGG``) is in ``namespace``, or None."""
+    obj = namespace
+    for part in _dotted(expr).split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
 def _returns_model(func: ast.FunctionDef, namespace: dict, module_cls) -> bool:
     def is_model_class(expr: ast.AST) -> bool:
-        obj = namespace
-        for part in _dotted(expr).split("."):
-            obj = obj.get(part) if isinstance(obj, dict) else getattr(obj, part, None)
-            if obj is None:
-                return False
+        obj = _named(namespace, expr)
         return isinstance(obj, type) and issubclass(obj, module_cls)
 
     if func.returns is not None and is_model_class(func.returns):
@@ -287,12 +293,7 @@ def _calls_with_literals(tree: ast.Module, namespace: dict, cls: type) -> list[s
     ``if __name__ == "__main__":`` block and its top-level statements, and
     ``partial(cls, ...)`` there, as the call it stands for."""
     def names_cls(node: ast.AST) -> bool:
-        obj = namespace
-        for part in _dotted(node).split("."):
-            obj = obj.get(part) if isinstance(obj, dict) else getattr(obj, part, None)
-            if obj is None:
-                return False
-        return obj is cls
+        return _named(namespace, node) is cls
 
     found = []
     for stmt in tree.body:
