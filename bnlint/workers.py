@@ -59,9 +59,9 @@ def parse_size(text: str) -> int:
 def format_size(size: float) -> str:
     for unit in ("B", "K", "M", "G"):
         if size < 1024 or unit == "G":
-            return f"{size:.0f}{unit}" if unit == "B" or size >= 100 else f"{size:.1f}{unit}"
+            break
         size /= 1024
-    return f"{size:.1f}G"
+    return f"{size:.0f}{unit}" if unit == "B" or size >= 100 else f"{size:.1f}{unit}"
 
 
 def resident(pid: int) -> int | None:

@@ -198,7 +198,7 @@ def _trained(console, report) -> None:
         console.print(f"  lr       {lr:g}: {escape(settings['lr_range_test']['why'])}")
     eq = report.equivalence
     if eq is not None:
-        console.print(f"  [dim]outputs compared first: "
+        console.print("  [dim]outputs compared first: "
                       + (f"{IDENTICAL} (largest difference {eq.max_error:.2g}), trained as "
                          "asked" if eq.identical else
                          f"they differ (by up to {eq.max_error:.2g}), so both are trained")
