@@ -191,15 +191,16 @@ def _progress(files: int, verbose: bool, stream) -> Iterator[workers.Watch]:
         if bar is not None:
             bar.update(task, description=spec)
 
-    def finished(spec, results, findings, seconds: float) -> None:
+    def finished(spec, results, findings, seconds: float, peak: int | None) -> None:
         done["models"] += len(results)
         if bar is not None:
             bar.update(task, models=done["models"])
+        memory = f", peak memory {workers.format_size(peak)}" if peak else ""
         for result in results if verbose else ():
             what = {"ok": "partly analysed" if result.opaque else "analysed"}.get(
                 result.status, f"{result.status}: {result.reason}")
             say(f"{result.spec}: {what} ({len(findings)} finding{'s' * (len(findings) != 1)},"
-                f" {seconds:.1f} s)")
+                f" {seconds:.1f} s{memory})")
         found(findings)
 
     def found(findings) -> None:
@@ -655,7 +656,7 @@ not write.
                    "models are imported under that name. Findings name PATH.")
 @click.option("-v", "--verbose", is_flag=True,
               help="Show tracebacks of failing models and every model analysed; in a repository "
-                   "run, each model on stderr as it finishes.")
+                   "run, each model on stderr as it finishes, with its time and peak memory.")
 @click.option("--explain", metavar="CODE", callback=_explain, expose_value=False, is_eager=True,
               help="Explain a rule: what it finds, why it matters, what to write instead.")
 @click.option("--list-rules", is_flag=True, callback=_list_rules, expose_value=False,

@@ -73,6 +73,26 @@ def resident(pid: int) -> int | None:
         return None
 
 
+def reset_peak() -> None:
+    """Start this process's resident high-water mark again from its resident set (Linux; a
+    no-op where the system does not allow it)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+
+
+def peak() -> int | None:
+    """This process's resident high-water mark in bytes (Linux), or None."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def units(specs: Iterable[str], exclude: Iterable[str] = ()) -> list[str]:
     """What the workers share out, in the order a run in one process loads them: each file
     that may define a model (it mentions torch or a Module), each ``file.py:EXPR`` or
@@ -130,18 +150,21 @@ class Setup:
 @dataclass
 class Outcome:
     """One model's outcome, as a worker sends it: what ``lint.check_model`` gave, the
-    suppression comments used and lines seen (for BN900), and the fix planner's record."""
+    suppression comments used and lines seen (for BN900), the fix planner's record, and the
+    worker's peak resident memory while it built and analysed the model."""
 
     checked: object  # lint.Checked
     used: set = field(default_factory=set)
     seen: set = field(default_factory=set)
     fixer: object = None
+    peak: int | None = None
 
 
 @dataclass
 class Watch:
     """What a run shows while it goes: ``begin(spec)`` when a worker starts on a model,
-    ``finished(spec, results, findings, seconds)`` when its outcome is in, ``unit_done()``
+    ``finished(spec, results, findings, seconds, peak)`` when its outcome is in (``peak``: the
+    worker's peak resident memory in bytes meanwhile, None where unknown), ``unit_done()``
     when a unit has no model left, ``found(findings)`` when the script rules found some (in
     this process, before the workers start). Each does nothing unless given."""
 
@@ -294,7 +317,8 @@ class _Pool:
             index, outcome = rest
             self.units[worker.unit].models[index] = outcome
             self._finished(worker.current[1], outcome.checked.results,
-                           outcome.checked.findings, time.monotonic() - worker.since)
+                           outcome.checked.findings, time.monotonic() - worker.since,
+                           outcome.peak)
             worker.current, worker.next = None, index + 1
         elif kind == "done":
             worker.unit, worker.current = None, None
@@ -302,9 +326,9 @@ class _Pool:
                 self.watch.unit_done()
 
     def _finished(self, spec: str, results: list[ModelResult], findings: list[Finding],
-                  seconds: float) -> None:
+                  seconds: float, peak: int | None = None) -> None:
         if self.watch.finished:
-            self.watch.finished(spec, results, findings, seconds)
+            self.watch.finished(spec, results, findings, seconds, peak)
 
     def _police(self) -> None:
         now = time.monotonic()
@@ -395,6 +419,7 @@ def _check_unit(conn, setup: Setup, prepare, unit: int, spec: str, start: int) -
     for index in range(start, len(loaded.candidates)):
         candidate = loaded.candidates[index]
         conn.send(("begin", index, candidate.spec))
+        reset_peak()
         usage = Usage() if setup.usage else None
         fixer = setup.fixer.again() if setup.fixer is not None else None
         checked = check_model(candidate, setup.codes, prepare, same, usage,
@@ -404,5 +429,6 @@ def _check_unit(conn, setup: Setup, prepare, unit: int, spec: str, start: int) -
                 result.example = _Described(result.example)
         conn.send(("model", index, Outcome(checked, usage.used if usage else set(),
                                            usage.seen if usage else set(),
-                                           fixer.portable() if fixer is not None else None)))
+                                           fixer.portable() if fixer is not None else None,
+                                           peak())))
         gc.collect()  # the model is released: its graphs hold cycles

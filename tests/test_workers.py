@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bnlint.workers import parse_size
 from conftest import FIXTURES, ROOT, run_bnlint
 
 HERE = Path(__file__).resolve().parent / "repository"
@@ -121,6 +122,28 @@ def test_verbose_logs_each_model_as_it_finishes(repo):
     result = run_bnlint(".", "-v", "--format", "json", cwd=folder)
     assert "small_cnn.py:Biased(): analysed (1 finding, " in result.stderr
     assert "factories.py:wide_large(): analysed (1 finding, " in result.stderr
+
+
+def test_verbose_gives_each_models_own_peak_memory(repo):
+    """The peak is the worker's while it built and analysed that model, not the worker's
+    highest so far: a small model checked after a large one shows its own, which is how a
+    user finds the model to give --model-memory for."""
+    folder = repo("small_cnn.py")
+    (folder / "big.py").write_text(
+        "import torch.nn as nn\n\n\nclass Big(nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        table = bytearray(b'\\x01' * (600 * 2**20))\n"
+        "        self.size = len(table)\n        self.conv = nn.Conv2d(3, 8, 3)\n\n"
+        "    def forward(self, x):\n        return self.conv(x)\n")
+    result = run_bnlint("big.py", "small_cnn.py", "-v", "--jobs", "1", "--format", "json",
+                        cwd=folder)
+    peaks = {}
+    for line in result.stderr.splitlines():
+        if ", peak memory " in line:
+            spec, size = line.split(": ")[0], line.rsplit("peak memory ", 1)[1].rstrip(")")
+            peaks[spec] = parse_size(size)
+    assert set(peaks) == {"big.py:Big()", "small_cnn.py:Biased()", "small_cnn.py:Clean()"}
+    assert peaks["big.py:Big()"] > 600 * 2**20
+    assert peaks["small_cnn.py:Clean()"] < peaks["big.py:Big()"] - 400 * 2**20
 
 
 def test_the_summary_counts_the_models_of_each_file(repo):
