@@ -1,6 +1,7 @@
 """A repository run, with one worker and with more: wall time, the peak resident memory of every
 process (bnlint's and its workers', each process's high-water mark read from /proc), the models
-checked, and every model lost (an error that is a limit or a worker that died).
+checked, every model lost (an error that is a limit or a worker that died), and the models during
+which a worker's resident memory peaked highest (from ``-v``).
 
     python benchmarks/repository_run.py                # 32 model files made from the fixtures
     python benchmarks/repository_run.py FOLDER         # any folder of model files
@@ -18,12 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bnlint.workers import parse_size
 
 ROOT = Path(__file__).resolve().parents[1]
 # fixture files whose models a repository run checks; copied under new names to make a repository
@@ -75,12 +79,13 @@ def _is_worker(pid: int) -> bool:
 
 def run(python: str, folder: Path, jobs: int, extra: list[str]) -> dict:
     """One bnlint run over ``folder``: its time, every process's peak resident set, the report."""
-    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+    with tempfile.NamedTemporaryFile(suffix=".json") as out, \
+            tempfile.TemporaryFile("w+") as log:
         command = [python, "-m", "bnlint", str(folder), "--format", "json", "-o", out.name,
-                   "--jobs", str(jobs), *extra]
+                   "--jobs", str(jobs), "-v", *extra]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         start = time.perf_counter()
-        process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(command, env=env, stderr=log, text=True)
         peaks: dict[int, int] = {}
         while process.poll() is None:
             for pid in {process.pid} | {p for p in _descendants(process.pid) if _is_worker(p)}:
@@ -89,7 +94,8 @@ def run(python: str, folder: Path, jobs: int, extra: list[str]) -> dict:
                     peaks[pid] = max(peaks.get(pid, 0), peak)
             time.sleep(0.2)
         seconds = time.perf_counter() - start
-        stderr = process.stderr.read()
+        log.seek(0)
+        stderr = log.read()
         report = json.loads(Path(out.name).read_text() or "{}")
     if not report:
         sys.exit(f"bnlint exited with {process.returncode} and no report:\n{stderr[-2000:]}")
@@ -97,13 +103,23 @@ def run(python: str, folder: Path, jobs: int, extra: list[str]) -> dict:
     lost = [m for m in models if m["status"] == "error" and any(
         word in (m["reason"] or "") for word in ("--model-timeout", "--model-memory",
                                                  "worker process died"))]
+    by_model = model_peaks(stderr)
     return {"jobs": jobs, "seconds": seconds, "status": process.returncode,
             "parent_peak": peaks.get(process.pid, 0),
-            "worker_peak": max((p for pid, p in peaks.items() if pid != process.pid), default=0),
+            # a worker starts its high-water mark again at each model: the polls may miss a
+            # peak that -v has
+            "worker_peak": max([p for pid, p in peaks.items() if pid != process.pid]
+                               + [size for size, _ in by_model], default=0),
             "processes": len(peaks), "analysed": report["summary"]["models_analysed"],
             "failed": report["summary"]["models_failed"], "lost": lost,
             "errors": [m for m in models if m["status"] == "error"],
-            "findings": report["summary"]["findings"]}
+            "findings": report["summary"]["findings"], "model_peaks": by_model}
+
+
+def model_peaks(log: str) -> list[tuple[int, str]]:
+    """(peak, spec) of every model ``-v`` logged with its worker's peak memory, highest first."""
+    found = re.findall(r"^(.*?): .*, peak memory (\S+)\)$", log, re.MULTILINE)
+    return sorted(((parse_size(size), spec) for spec, size in found), reverse=True)
 
 
 def main() -> None:
@@ -114,6 +130,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--files", type=int, default=32,
                         help="model files of the repository made from the fixtures")
+    parser.add_argument("--top", type=int, default=5,
+                        help="how many of the models with the highest peak memory to list")
     parser.add_argument("bnlint_options", nargs=argparse.REMAINDER,
                         help="after --: more options for bnlint")
     args = parser.parse_args()
@@ -141,6 +159,8 @@ def main() -> None:
                   f"{result['processes'] - 1} worker processes, replaced ones included); "
                   f"load average now "
                   f"{os.getloadavg()[0]:.2f}", flush=True)
+            for size, spec in result["model_peaks"][:args.top]:
+                print(f"    peak {size / 2**30:.2f} GB: {spec}")
             for model in result["errors"]:
                 print(f"    {'lost' if model in result['lost'] else 'failed'}: {model['spec']}: "
                       f"{model['reason']}")
