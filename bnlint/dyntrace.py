@@ -47,6 +47,9 @@ from bnlint.inputs import Example
 FAKE_SINCE = (2, 1)
 # how deep the tensors inside a forward's arguments are looked for (lists, dicts, attributes)
 _MAX_DEPTH = 6
+# a parameter or buffer of a model built without weights with at least this many elements is
+# run on zeros that cost no memory (``_read_only_zeros``); smaller ones on random values
+_LARGE = 2**16
 # constants fx can print in generated code; other objects are kept as their repr
 _PLAIN = (bool, int, float, complex, str, torch.dtype, torch.device, torch.memory_format,
           torch.layout)
@@ -158,10 +161,11 @@ class _Runner:
                  *module.named_buffers(remove_duplicate=False)]
         if any(nn.parameter.is_lazy(t) for _, t in named):
             raise CannotRun("it has lazy layers that are not initialised yet")
-        made: dict[int, torch.Tensor] = {}
-        for _, t in named:
-            if id(t) not in made:
-                made[id(t)] = self.tensor(t, weight=True)
+        distinct = {id(t): t for _, t in named}
+        made = _read_only_zeros(distinct) if self.kind == "real" else {}
+        for key, t in distinct.items():
+            if key not in made:
+                made[key] = self.tensor(t, weight=True)
         return {name: made[id(t)] for name, t in named}
 
     def inputs(self, value: Any) -> Any:
@@ -178,6 +182,27 @@ class _Runner:
             elif self.kind == "meta":
                 stack.enter_context(torch.device("meta"))
             yield
+
+
+def _read_only_zeros(tensors: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+    """Zeros for the large tensors of a model built without weights (by ``id``), as disjoint
+    views of one block that is allocated and never written: the system maps pages that are only
+    read to its one page of zeros, so a run on real tensors that reads a billion weights holds
+    none of them in memory. Small tensors are left to ``_Runner.tensor`` (random values)."""
+    large = {key: t for key, t in tensors.items()
+             if t.is_meta and t.numel() >= _LARGE and not t.is_complex()}
+    if not large:
+        return {}
+    spans = {key: -(-t.numel() * t.element_size() // 64) * 64 for key, t in large.items()}
+    block = torch.empty(sum(spans.values()), dtype=torch.uint8)
+    if block.any():  # an allocator that hands out used memory: then the zeros are written
+        block.zero_()
+    made, start = {}, 0
+    for key, t in large.items():
+        size = t.numel() * t.element_size()
+        made[key] = block[start:start + size].view(t.dtype).view(t.shape)
+        start += spans[key]
+    return made
 
 
 def _call(runner: _Runner, module: nn.Module, args: tuple, kwargs: dict,
@@ -559,8 +584,11 @@ def _join(prefix: str, name: str) -> str:
 
 
 def _runners() -> list[_Runner]:
+    """Fake tensors first; the meta device where they refuse (FakeTensor checks some things
+    the meta device does not); real tensors last, since they cost memory and time."""
     fake = _fake_mode()
-    return [_Runner("fake", fake) if fake is not None else _Runner("meta"), _Runner("real")]
+    return [*([_Runner("fake", fake)] if fake is not None else []), _Runner("meta"),
+            _Runner("real")]
 
 
 def _attempt(runners: list[_Runner], run: Callable[[_Runner], Any]) -> Any:

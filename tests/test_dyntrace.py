@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.modules import module as module_hooks
 
 import bnlint
-from bnlint import dyntrace, graph
+from bnlint import dyntrace, graph, workers
 from bnlint.engine import analyse
 from bnlint.inputs import Example
 from bnlint.rules import enabled_codes
@@ -514,3 +514,39 @@ def test_a_model_built_without_weights_runs_on_stand_in_values_where_it_must():
     assert report.models[0].trace == "dynamic"
     assert [f.module for f in report.findings] == ["fc"]
     assert all(t.is_meta for t in model.state_dict().values())
+
+
+class WideNeedsValues(nn.Module):
+    """Half a gigabyte of weights, and a forward only real tensors can run."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(4, 16384)
+        self.fc2 = nn.Linear(16384, 8192)
+        self.bn = nn.BatchNorm1d(8192)
+
+    def forward(self, x):
+        assert x.shape[1] == 4
+        scale = x.abs().max().item()
+        return self.bn(self.fc2(self.fc1(x / scale)))
+
+
+def test_a_run_on_real_tensors_holds_no_weights_of_a_model_built_without_them():
+    with torch.device("meta"):
+        model = WideNeedsValues()
+    state = dyntrace._Runner("real").state(model)
+    # large tensors are zeros in memory of their own; small ones take random values
+    assert not state["fc2.weight"].any() and not state["fc1.weight"].any()
+    assert state["fc2.weight"].shape == (8192, 16384)
+    starts = sorted((t.data_ptr(), t.data_ptr() + t.numel() * t.element_size())
+                    for name, t in state.items() if name.endswith("weight") and "fc" in name)
+    assert starts[0][1] <= starts[1][0]
+    assert state["fc2.bias"].any()
+    del state
+    workers.reset_peak()
+    before = workers.peak()
+    report = bnlint.check(model, example=Example((torch.randn(3, 4),)))
+    assert report.models[0].trace == "dynamic"
+    assert [f.module for f in report.findings] == ["fc2"]
+    if before is not None:  # Linux: the weights alone would be 512 MiB
+        assert workers.peak() - before < 200 * 2**20
