@@ -562,7 +562,8 @@ def build(candidate: Candidate, *, meta: bool = False):
     With ``meta=True`` the model is built under ``torch.device("meta")``: its parameters and
     buffers take no memory and no time to initialise, which is all that reading its structure
     needs. An ``__init__`` that computes on tensor values cannot run there; then the model is
-    built with its weights, and ``note`` says why.
+    built with its weights, and ``note`` says why. One that fails for a reason of its own (the
+    error does not mention the meta device) fails here, without building it again.
 
     Raises LoadError when construction fails or does not give an ``nn.Module``.
     """
@@ -573,6 +574,8 @@ def build(candidate: Candidate, *, meta: bool = False):
             with torch.device("meta"):
                 return _construct(candidate), None
         except LoadError as exc:
+            if "meta" not in str(exc).lower():
+                raise
             return _construct(candidate), f"built with its weights: on the meta device, {exc}"
     return _construct(candidate), None
 

@@ -106,6 +106,22 @@ def test_an_init_that_fails_anyway_is_reported_once_as_the_real_failure(tmp_path
     assert result.reason == "building the model failed: ValueError: no config"
 
 
+def test_an_init_that_fails_for_its_own_reason_is_not_built_again_with_weights(tmp_path):
+    """A large model whose constructor fails after building its layers (a missing argument it
+    asserts on) would fail with weights too: building it again costs its weights' memory."""
+    log = tmp_path / "devices.txt"
+    path = tmp_path / "aligner.py"
+    path.write_text("import torch.nn as nn\n\n\nclass Aligner(nn.Module):\n"
+                    "    def __init__(self, out_features=None):\n        super().__init__()\n"
+                    "        self.proj = nn.Linear(1024, 1024)\n"
+                    f"        with open({str(log)!r}, 'a') as log:\n"
+                    "            log.write(self.proj.weight.device.type + '\\n')\n"
+                    "        assert out_features, 'pass out_features'\n", encoding="utf-8")
+    [result] = lint_specs([str(path)]).models
+    assert result.reason == "building the model failed: AssertionError: pass out_features"
+    assert log.read_text().split() == ["meta"]
+
+
 @pytest.mark.parametrize("args", [["--diff"], ["--save-fixed", "{tmp}"]])
 def test_fixing_builds_models_with_weights(tmp_path, built, args):
     CliRunner().invoke(main, ["fixtures/vgg.py", *[a.format(tmp=tmp_path) for a in args]])
