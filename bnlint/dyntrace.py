@@ -584,11 +584,8 @@ def _join(prefix: str, name: str) -> str:
 
 
 def _runners() -> list[_Runner]:
-    """Fake tensors first; the meta device where they refuse (FakeTensor checks some things
-    the meta device does not); real tensors last, since they cost memory and time."""
     fake = _fake_mode()
-    return [*([_Runner("fake", fake)] if fake is not None else []), _Runner("meta"),
-            _Runner("real")]
+    return [_Runner("fake", fake) if fake is not None else _Runner("meta"), _Runner("real")]
 
 
 def _attempt(runners: list[_Runner], run: Callable[[_Runner], Any]) -> Any:
