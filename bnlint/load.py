@@ -185,6 +185,32 @@ def _on_sys_path(folder: Path):
             pass
 
 
+# the folders put on sys.path for the user's files: only modules imported from them are
+# ever dropped from sys.modules
+_USER_FOLDERS: set[Path] = set()
+
+
+def _forget_shadowing(searched: list[Path]) -> None:
+    """Drop from ``sys.modules`` what an earlier file of the run imported from its own folder
+    under a name that means another module from ``searched``: two folders that each hold a
+    ``layers.py`` (or a package ``models``) and a file importing it. Each file then imports its
+    own sibling, as it does when run on its own."""
+    for name in [n for n in sys.modules if "." not in n]:
+        module = sys.modules[name]
+        origin = getattr(module, "__file__", None)
+        if not origin:
+            continue
+        origin = Path(origin).resolve()
+        home = origin.parent.parent if origin.name == "__init__.py" else origin.parent
+        if home not in _USER_FOLDERS:
+            continue
+        meant = next((found for folder in searched for found in (
+            folder / f"{name}.py", folder / name / "__init__.py") if found.is_file()), None)
+        if meant is not None and meant.resolve() != origin:
+            for stale in [n for n in sys.modules if n == name or n.startswith(name + ".")]:
+                del sys.modules[stale]
+
+
 def _import_file(path: Path):
     """Import a file as a module (``__name__`` is not ``"__main__"``), with its folder on
     sys.path so its sibling imports work; files inside a package import as part of it."""
@@ -200,6 +226,9 @@ def _import_file(path: Path):
         package_parts.insert(0, folder.name)
         folder = folder.parent
     # the working directory too, as `python -m` puts it there: projects import from their root
+    searched = [where.parent, folder, Path.cwd().resolve()]  # in the order imports look
+    _forget_shadowing(searched)
+    _USER_FOLDERS.update(searched)
     with _on_sys_path(Path.cwd()), _on_sys_path(folder), _on_sys_path(where.parent), recording():
         if len(package_parts) > 1 and where == path:
             return importlib.import_module(".".join(package_parts))

@@ -155,6 +155,34 @@ def test_the_summary_counts_the_models_of_each_file(repo):
         "models_by_file"] == {"factories.py": 4, "small_cnn.py": 2}
 
 
+LAYERS = {"a": "def block():\n    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))\n",
+          "b": "def block():\n    return nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.BatchNorm1d(4))\n"}
+
+
+@pytest.mark.parametrize("package", [False, True], ids=["module", "package"])
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_each_folder_imports_its_own_sibling_of_a_shared_name(tmp_path, package, jobs):
+    """Two experiments, each with its own ``layers`` beside its model: each model is built
+    from its own, as running either file on its own would, whichever file a worker took first."""
+    for folder, layers in LAYERS.items():
+        (tmp_path / folder).mkdir()
+        target = tmp_path / folder / ("layers/__init__.py" if package else "layers.py")
+        target.parent.mkdir(exist_ok=True)
+        target.write_text("import torch.nn as nn\n\n\n" + layers)
+        (tmp_path / folder / "model.py").write_text(
+            "import torch.nn as nn\nfrom layers import block\n\n\n"
+            f"class {folder.upper()}(nn.Module):\n    def __init__(self):\n"
+            "        super().__init__()\n        self.body = block()\n\n"
+            "    def forward(self, x):\n        return self.body(x)\n")
+    result = run_bnlint(".", "--jobs", jobs, "--format", "json", cwd=tmp_path)
+    models = by_spec(report(result))
+    assert models["a/model.py:A()"]["status"] == models["b/model.py:B()"]["status"] == "ok"
+    layers = "layers/__init__.py" if package else "layers.py"
+    found = {(f["path"], f["code"]) for f in report(result)["findings"]}
+    assert found == {(f"a/{layers}", "BN001"), (f"b/{layers}", "BN002")}
+    assert result.exit_code == 1
+
+
 def test_one_per_class_checks_the_first_model_of_each_class(repo):
     folder = repo("small_cnn.py", "factories.py")
     models = by_spec(report(run_bnlint(".", "--one-per-class", "--format", "json", cwd=folder)))
