@@ -185,9 +185,25 @@ def _on_sys_path(folder: Path):
             pass
 
 
-# the folders put on sys.path for the user's files: only modules imported from them are
-# ever dropped from sys.modules
-_USER_FOLDERS: set[Path] = set()
+# top-level modules that the user's files imported from their own folders (name -> file): the
+# only modules ever dropped from sys.modules
+_SIBLINGS: dict[str, Path] = {}
+
+
+def _origin(module) -> tuple[Path, Path] | None:
+    """A module's file, and the folder it was imported from (a package's parent)."""
+    origin = getattr(module, "__file__", None)
+    if not origin:
+        return None
+    origin = Path(origin).resolve()
+    return origin, origin.parent.parent if origin.name == "__init__.py" else origin.parent
+
+
+def _note_siblings(names: set[str], searched: list[Path]) -> None:
+    for name in names:
+        found = _origin(sys.modules.get(name)) if "." not in name else None
+        if found is not None and found[1] in searched:
+            _SIBLINGS[name] = found[0]
 
 
 def _forget_shadowing(searched: list[Path]) -> None:
@@ -195,18 +211,11 @@ def _forget_shadowing(searched: list[Path]) -> None:
     under a name that means another module from ``searched``: two folders that each hold a
     ``layers.py`` (or a package ``models``) and a file importing it. Each file then imports its
     own sibling, as it does when run on its own."""
-    for name in [n for n in sys.modules if "." not in n]:
-        module = sys.modules[name]
-        origin = getattr(module, "__file__", None)
-        if not origin:
-            continue
-        origin = Path(origin).resolve()
-        home = origin.parent.parent if origin.name == "__init__.py" else origin.parent
-        if home not in _USER_FOLDERS:
-            continue
+    for name, origin in list(_SIBLINGS.items()):
         meant = next((found for folder in searched for found in (
             folder / f"{name}.py", folder / name / "__init__.py") if found.is_file()), None)
-        if meant is not None and meant.resolve() != origin:
+        if name not in sys.modules or (meant is not None and meant.resolve() != origin):
+            del _SIBLINGS[name]
             for stale in [n for n in sys.modules if n == name or n.startswith(name + ".")]:
                 del sys.modules[stale]
 
@@ -215,7 +224,6 @@ def _import_file(path: Path):
     """Import a file as a module (``__name__`` is not ``"__main__"``), with its folder on
     sys.path so its sibling imports work; files inside a package import as part of it."""
     from bnlint.files import original_path
-    from bnlint.source import recording
 
     path = path.resolve()
     # text read from stdin is imported from its copy, as the module of the file it stands for
@@ -228,7 +236,16 @@ def _import_file(path: Path):
     # the working directory too, as `python -m` puts it there: projects import from their root
     searched = [where.parent, folder, Path.cwd().resolve()]  # in the order imports look
     _forget_shadowing(searched)
-    _USER_FOLDERS.update(searched)
+    before = set(sys.modules)
+    try:
+        return _import_from(path, where, package_parts, folder)
+    finally:
+        _note_siblings(set(sys.modules) - before, searched)
+
+
+def _import_from(path: Path, where: Path, package_parts: list[str], folder: Path):
+    from bnlint.source import recording
+
     with _on_sys_path(Path.cwd()), _on_sys_path(folder), _on_sys_path(where.parent), recording():
         if len(package_parts) > 1 and where == path:
             return importlib.import_module(".".join(package_parts))

@@ -236,3 +236,23 @@ def test_files_can_import_packages_from_the_working_directory(tmp_path, monkeypa
     report = lint_specs(["scripts/model.py"])
     assert not report.has_errors, [m.reason for m in report.models]
     assert [f.code for f in report.findings] == ["BN001"]
+
+
+def test_a_module_imported_before_the_run_is_never_dropped(tmp_path, monkeypatch):
+    """Only what the user's files imported is dropped when another folder gives its name
+    to another module: a module the caller imported before (here a ``helper`` from folder a,
+    shadowed by b's) stays, as torch does beside a folder that holds a ``torch/``."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "helper.py").write_text(f"WHERE = {folder!r}\n")
+        (tmp_path / folder / "model.py").write_text(
+            "import torch.nn as nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+            "        super().__init__()\n        self.fc = nn.Linear(2, 2)\n\n"
+            "    def forward(self, x):\n        return self.fc(x)\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "a"))
+    monkeypatch.delitem(sys.modules, "helper", raising=False)
+    import helper
+
+    report = lint_specs([str(tmp_path / "a" / "model.py"), str(tmp_path / "b" / "model.py")])
+    assert [m.status for m in report.models] == ["ok", "ok"]
+    assert sys.modules["helper"] is helper and helper.WHERE == "a"
