@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bnlint.workers import parse_size
+from bnlint.workers import parse_size, peak
 
 ROOT = Path(__file__).resolve().parents[1]
 # fixture files whose models a repository run checks; copied under new names to make a repository
@@ -40,18 +40,6 @@ def make_repository(folder: Path, files: int) -> Path:
         name = MODEL_FILES[number % len(MODEL_FILES)]
         shutil.copy(ROOT / "fixtures" / name, folder / f"{Path(name).stem}_{number}.py")
     return folder
-
-
-def _peak(pid: int) -> int | None:
-    """The high-water mark of ``pid``'s resident set, in bytes."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 def _descendants(pid: int) -> set[int]:
@@ -89,9 +77,9 @@ def run(python: str, folder: Path, jobs: int, extra: list[str]) -> dict:
         peaks: dict[int, int] = {}
         while process.poll() is None:
             for pid in {process.pid} | {p for p in _descendants(process.pid) if _is_worker(p)}:
-                peak = _peak(pid)
-                if peak:
-                    peaks[pid] = max(peaks.get(pid, 0), peak)
+                high = peak(pid)
+                if high:
+                    peaks[pid] = max(peaks.get(pid, 0), high)
             time.sleep(0.2)
         seconds = time.perf_counter() - start
         log.seek(0)

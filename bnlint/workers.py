@@ -81,10 +81,11 @@ def reset_peak() -> None:
             clear.write("5")
 
 
-def peak() -> int | None:
-    """This process's resident high-water mark in bytes (Linux), or None."""
+def peak(pid: int | str = "self") -> int | None:
+    """The resident high-water mark of process ``pid`` (this one by default) in bytes
+    (Linux), or None."""
     try:
-        with open("/proc/self/status") as status:
+        with open(f"/proc/{pid}/status") as status:
             for line in status:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) * 1024
