@@ -354,9 +354,23 @@ def _calls_with_literals(tree: ast.Module, namespace: dict, cls: type) -> list[s
             if not names_cls(call.func) or not isinstance(call.func, (ast.Name, ast.Attribute)):
                 continue
             if all(_literal(a) for a in call.args) and all(
-                    k.arg is not None and _literal(k.value) for k in call.keywords):
+                    k.arg is not None and _literal(k.value) for k in call.keywords) and _binds(
+                    cls, call):
                 found.append(ast.unparse(call))
     return list(dict.fromkeys(found))
+
+
+def _binds(cls: type, call: ast.Call) -> bool:
+    """Whether the literal arguments of ``call`` give ``cls`` all it needs (a ``partial``
+    that fixes some keywords and leaves the rest to its caller does not)."""
+    try:
+        inspect.signature(cls).bind(*[ast.literal_eval(a) for a in call.args],
+                                    **{k.arg: ast.literal_eval(k.value) for k in call.keywords})
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read: building it tells
+        return True
+    return True
 
 
 def _first_that_builds(calls: list[str], namespace: dict, label: str,

@@ -203,6 +203,7 @@ def test_classes_that_need_arguments_are_built_as_the_file_builds_them(repo):
     assert models["needs_args.py:Head(32, 10)"]["status"] == "ok"  # from partial(Head, 32, 10)
     assert models["needs_args.py:Unused"]["status"] == "skipped"
     assert "needs arguments (size)" in models["needs_args.py:Unused"]["reason"]
+    assert "needs_args.py:Unused(bias=False)" not in models
     assert {f["model"] for f in data["findings"] if f["path"] == "needs_args.py"} == {
         "needs_args.py:TinyVGG('tiny')", "needs_args.py:Head(32, 10)"}
 

@@ -36,15 +36,16 @@ class Head(nn.Module):
 
 
 class Unused(nn.Module):
-    def __init__(self, size):
+    def __init__(self, size, bias=True):
         super().__init__()
-        self.fc = nn.Linear(size, size)
+        self.fc = nn.Linear(size, size, bias=bias)
 
     def forward(self, x):
         return self.fc(x)
 
 
 head = partial(Head, 32, 10)
+bias_free = partial(Unused, bias=False)  # still needs its size: not a way to build one
 
 
 def test():
