@@ -325,14 +325,6 @@ def _returns_model(func: ast.FunctionDef, namespace: dict, module_cls) -> bool:
                and is_model_class(node.value.func) for node in ast.walk(func))
 
 
-def _literal(node: ast.AST) -> bool:
-    try:
-        ast.literal_eval(node)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return False
-    return True
-
-
 def _calls_with_literals(tree: ast.Module, namespace: dict, cls: type) -> list[str]:
     """How the file's own code builds ``cls`` with literal arguments, in source order, as
     expressions: calls ``cls(...)`` in its top-level functions (a ``test()``, a factory), its
@@ -353,23 +345,29 @@ def _calls_with_literals(tree: ast.Module, namespace: dict, cls: type) -> list[s
                 call = ast.Call(node.args[0], node.args[1:], node.keywords)
             if not names_cls(call.func) or not isinstance(call.func, (ast.Name, ast.Attribute)):
                 continue
-            if all(_literal(a) for a in call.args) and all(
-                    k.arg is not None and _literal(k.value) for k in call.keywords) and _binds(
-                    cls, call):
+            if _builds_with_literals(cls, call):
                 found.append(ast.unparse(call))
     return list(dict.fromkeys(found))
 
 
-def _binds(cls: type, call: ast.Call) -> bool:
-    """Whether the literal arguments of ``call`` give ``cls`` all it needs (a ``partial``
-    that fixes some keywords and leaves the rest to its caller does not)."""
+def _builds_with_literals(cls: type, call: ast.Call) -> bool:
+    """Whether every argument of ``call`` is a literal and together they give ``cls`` all it
+    needs (a ``partial`` that fixes some keywords and leaves the rest to its caller does not)."""
+    if any(k.arg is None for k in call.keywords):
+        return False
     try:
-        inspect.signature(cls).bind(*[ast.literal_eval(a) for a in call.args],
-                                    **{k.arg: ast.literal_eval(k.value) for k in call.keywords})
+        args = [ast.literal_eval(a) for a in call.args]
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):  # no signature to read: building it tells
+        return True
+    try:
+        signature.bind(*args, **kwargs)
     except TypeError:
         return False
-    except ValueError:  # no signature to read: building it tells
-        return True
     return True
 
 
